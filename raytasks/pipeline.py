@@ -1,0 +1,42 @@
+"""The whole pipeline, stage by stage; ``jobs/pipeline.py`` and ``skin pipeline`` call ``run_pipeline``."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from skin_core import storage
+from skin_core.config import PipelineConfig
+from skin_core.data.isic import GROUND_TRUTH, load_isic
+from skin_core.data.summary import DatasetSummary, format_summary, summarize
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PipelineResult:
+    data_path: str
+    dataset: DatasetSummary
+    report: str
+
+
+def ensure_dataset(config: PipelineConfig) -> str:
+    """The dataset to run on: ``data.path``, or the synthetic set, generated once under ``out``."""
+    if config.data.path:
+        return config.data.path
+    d = config.data
+    path = storage.join(config.out, "data", f"synthetic-n{d.synthetic_n}-s{d.synthetic_size}-seed{d.synthetic_seed}")
+    if storage.exists(storage.join(path, GROUND_TRUTH)):  # the generator writes its tables last
+        logger.info("reusing the synthetic dataset at %s", path)
+        return path
+    from skin_core.synth import generate_dataset
+
+    logger.info("generating %d synthetic images at %s", d.synthetic_n, path)
+    generate_dataset(path, n=d.synthetic_n, size=d.synthetic_size, seed=d.synthetic_seed)
+    return path
+
+
+def run_pipeline(config: PipelineConfig) -> PipelineResult:
+    data_path = ensure_dataset(config)
+    summary = summarize(load_isic(data_path))
+    return PipelineResult(data_path=data_path, dataset=summary, report=format_summary(summary))

@@ -1,0 +1,1 @@
+"""The ``skin`` command line: thin wrappers over ``skin_core`` and ``raytasks``."""

@@ -1,0 +1,3 @@
+from skin_cli.main import main
+
+raise SystemExit(main())

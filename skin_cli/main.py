@@ -1,0 +1,89 @@
+"""``skin``: one subcommand per task; each parses its options and calls one function.
+
+Heavy imports (Ray, torch) happen inside the subcommand that needs them, so
+``skin info`` answers in a second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Callable, Sequence
+
+from skin_core.data.isic import DatasetError, load_isic
+from skin_core.data.summary import format_summary, summarize
+
+logger = logging.getLogger("skin")
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    manifest = load_isic(args.data, check_images=not args.no_images)
+    summary = summarize(manifest)
+    print(json.dumps(summary.to_dict(), indent=2) if args.json else format_summary(summary))
+    for reject in manifest.rejects[: args.show_rejects]:
+        print(f"rejected {reject.image_id}: {reject.reason} ({reject.uri})", file=sys.stderr)
+    return 0
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from skin_core.synth import generate_dataset
+
+    report = generate_dataset(args.out, n=args.n, size=args.size, seed=args.seed)
+    print(f"wrote {report.n_images} synthetic images of {report.n_lesions} lesions to {report.out_dir}")
+    print("per class:  " + "  ".join(f"{k} {v}" for k, v in report.class_counts.items()))
+    print("per origin: " + "  ".join(f"{k} {v}" for k, v in report.origin_counts.items()))
+    return 0
+
+
+def cmd_pipeline(args: argparse.Namespace) -> int:
+    from raytasks.pipeline import run_pipeline
+    from raytasks.settings import config_from_args
+
+    shortcuts = [f"data.path={args.data}"] if args.data else []
+    shortcuts += [f"out={args.out}"] if args.out else []
+    print(run_pipeline(config_from_args(args, shortcuts)).report)
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="skin", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    info = sub.add_parser("info", help="summarise a dataset in the ISIC 2019 layout")
+    info.add_argument("--data", required=True, help="folder or s3://bucket/prefix")
+    info.add_argument("--no-images", action="store_true", help="read the tables only; skip the image listing")
+    info.add_argument("--json", action="store_true", help="machine-readable output")
+    info.add_argument("--show-rejects", type=int, default=20, metavar="N", help="list the first N rejects")
+    info.set_defaults(func=cmd_info)
+
+    synth = sub.add_parser("synth", help="write a synthetic dermoscopy dataset in the ISIC 2019 layout")
+    synth.add_argument("--out", required=True)
+    synth.add_argument("--n", type=int, default=600)
+    synth.add_argument("--size", type=int, default=256)
+    synth.add_argument("--seed", type=int, default=0)
+    synth.set_defaults(func=cmd_synth)
+
+    from raytasks.settings import add_config_args
+
+    pipeline = sub.add_parser("pipeline", help="run the whole pipeline (what `make demo` runs)")
+    add_config_args(pipeline)
+    pipeline.add_argument("--data", help="dataset folder or s3:// URI (default: the synthetic set)")
+    pipeline.add_argument("--out", help="output folder or s3:// URI")
+    pipeline.set_defaults(func=cmd_pipeline)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return handler(args)
+    except (DatasetError, ValueError, FileNotFoundError) as err:
+        # Input problems are the user's to fix: one clear line, no traceback.
+        print(f"skin {args.command}: error: {err}", file=sys.stderr)
+        return 2

@@ -1,0 +1,229 @@
+"""Typed, frozen configuration for every stage, loaded from YAML and overridable.
+
+A profile is a YAML file (``jobs/configs/<name>.yaml``) holding any subset of the
+fields below; the dataclass defaults are the paper's settings.  Overrides use
+dotted keys (``teacher.epochs=3``) whose values are parsed as YAML scalars.
+Unknown keys and wrongly typed values fail with the dotted field name, so a typo
+never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+LAYERS: tuple[str, ...] = ("layer1", "layer2", "layer3", "layer4")
+
+
+class ConfigError(ValueError):
+    """A configuration file, key or value that cannot be used."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the ISIC-layout dataset lives; an empty path means the synthetic default."""
+
+    path: str = ""
+    synthetic_n: int = 600
+    synthetic_size: int = 256
+    synthetic_seed: int = 0
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """Per-image preprocessing: decode, black-edge removal, square resize."""
+
+    size: int = 224
+    min_side: int = 32
+    remove_borders: bool = True
+    resize_mode: str = "center_crop"
+    batch_size: int = 16
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The ResNet backbone shared by teacher and student."""
+
+    arch: str = "resnet50"
+    weights: str = "none"  # none | imagenet | path to a local state dict
+    embedding_dim: int = 128
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    """DeepCluster with the Multi-Similarity loss (the metric teacher)."""
+
+    epochs: int = 100
+    clusters: int = 16
+    pca_dim: int = 256
+    batch_size: int = 64
+    lr: float = 0.01
+    ms_alpha: float = 2.0
+    ms_beta: float = 50.0
+    ms_base: float = 1.0  # the MS paper's lambda; pytorch-metric-learning defaults to 0.5
+    miner_epsilon: float = 0.1
+
+
+@dataclass(frozen=True)
+class PartitionConfig:
+    """Cluster-aware split: whole clusters held out as test."""
+
+    test_clusters: int = 8
+    val_fraction: float = 0.2
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class StudentConfig:
+    """Cross-entropy plus attention transfer from the frozen teacher."""
+
+    epochs: int = 100
+    batch_size: int = 64
+    lr: float = 0.01
+    at_beta: float = 1000.0
+    transfer_layers: tuple[str, ...] = ("layer3", "layer4")
+    imbalance: str = "none"  # none | weighted_ce | balanced_sampler
+
+
+@dataclass(frozen=True)
+class ResourcesConfig:
+    """Ray resources; fractional CPUs keep Ray Data alive next to training workers."""
+
+    num_workers: int = 2
+    use_gpu: bool = False
+    cpus_per_worker: float = 0.5
+    data_cpus: float = 1.0
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """MLflow; an empty URI means a local SQLite store under the output folder."""
+
+    tracking_uri: str = ""
+    experiment: str = "skin-lesion"
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """The whole pipeline: one section per stage."""
+
+    profile: str = "paper"
+    out: str = "runs/paper"
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    partition: PartitionConfig = field(default_factory=PartitionConfig)
+    student: StudentConfig = field(default_factory=StudentConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check ``value`` against annotation ``tp``; ints widen to float, lists become tuples."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return from_dict(tp, value, prefix=f"{where}.")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        inner = typing.get_args(tp)[0]
+        return tuple(_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin in (typing.Union, types.UnionType):
+        return value
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    wrong_bool = isinstance(value, bool) and tp is not bool  # YAML "yes" must not become 1
+    if wrong_bool or not isinstance(value, tp):
+        raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
+    return value
+
+
+def from_dict(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:
+    """Build dataclass ``cls`` from a mapping, rejecting unknown keys and wrong types."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"unknown config field(s) {', '.join(prefix + k for k in unknown)}; "
+                          f"known: {', '.join(sorted(prefix + n for n in names))}")
+    kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """Plain nested dict (tuples as lists) for YAML, JSON and MLflow."""
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def config_hash(config: Any) -> str:
+    """Stable short hash of a config (or any section), keyed on its content."""
+    blob = json.dumps(to_dict(config), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` → ``{"a.b": 1}``, the shape MLflow params want."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Apply ``a.b=value`` overrides (values parsed as YAML) to a nested dict copy."""
+    result = json.loads(json.dumps(data))
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r}: expected KEY=VALUE, e.g. teacher.epochs=3")
+        node = result
+        *parents, leaf = key.strip().split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {part} is not a section")
+        node[leaf] = yaml.safe_load(raw)
+    return result
+
+
+def profile_path(profile: str, search_dirs: Sequence[Path] = ()) -> Path:
+    """Resolve a profile name (``demo``) or a YAML path to an existing file."""
+    candidate = Path(profile)
+    if candidate.suffix in (".yaml", ".yml"):
+        if candidate.is_file():
+            return candidate
+        raise ConfigError(f"config file not found: {candidate}")
+    for folder in search_dirs:
+        path = folder / f"{profile}.yaml"
+        if path.is_file():
+            return path
+    looked = ", ".join(str(d) for d in search_dirs) or "(no folders)"
+    raise ConfigError(f"unknown profile {profile!r}: no {profile}.yaml in {looked}")
+
+
+def load_config(path: Path, overrides: Sequence[str] = (), cls: type[T] = PipelineConfig) -> T:  # type: ignore[assignment]
+    """Load a YAML profile, apply overrides and return the typed, frozen config."""
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return from_dict(cls, apply_overrides(data, overrides))

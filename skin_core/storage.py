@@ -1,0 +1,102 @@
+"""Read, write and list files by URI: a local path or ``s3://bucket/key``.
+
+S3 goes through boto3 and so through the standard AWS credential chain and
+environment (``AWS_ENDPOINT_URL`` for S3-compatible stores, ``AWS_REGION``,
+profiles, instance roles).  Nothing here holds credentials.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import tempfile
+from pathlib import Path
+
+S3_SCHEME = "s3://"
+
+
+def is_s3(uri: str) -> bool:
+    return uri.startswith(S3_SCHEME)
+
+
+def split_s3(uri: str) -> tuple[str, str]:
+    """``s3://bucket/a/b`` → ``("bucket", "a/b")``."""
+    bucket, _, key = uri[len(S3_SCHEME):].partition("/")
+    if not bucket:
+        raise ValueError(f"not an S3 URI with a bucket: {uri!r}")
+    return bucket, key
+
+
+def join(base: str, *parts: str) -> str:
+    """Join path parts with ``/`` for S3 and the OS separator locally."""
+    if is_s3(base):
+        return "/".join([base.rstrip("/"), *(p.strip("/") for p in parts)])
+    return str(Path(base, *parts))
+
+
+@functools.lru_cache(maxsize=1)
+def s3_client():  # noqa: ANN201 - boto3 clients have no static type
+    """One boto3 S3 client per process, configured by the standard AWS chain."""
+    import boto3  # deferred: local-only runs never pay boto3's import
+
+    return boto3.client("s3")
+
+
+def _s3_missing(err: Exception) -> bool:
+    code = getattr(err, "response", {}).get("Error", {}).get("Code", "")
+    return code in ("404", "NoSuchKey", "NotFound")
+
+
+def read_bytes(uri: str) -> bytes:
+    """The whole object; ``FileNotFoundError`` naming the URI when it does not exist."""
+    if not is_s3(uri):
+        return Path(uri).read_bytes()
+    bucket, key = split_s3(uri)
+    try:
+        return s3_client().get_object(Bucket=bucket, Key=key)["Body"].read()
+    except Exception as err:
+        if _s3_missing(err):
+            raise FileNotFoundError(uri) from err
+        raise
+
+
+def exists(uri: str) -> bool:
+    if not is_s3(uri):
+        return Path(uri).exists()
+    bucket, key = split_s3(uri)
+    try:
+        s3_client().head_object(Bucket=bucket, Key=key)
+        return True
+    except Exception as err:
+        if _s3_missing(err):
+            return False
+        raise
+
+
+def write_bytes(uri: str, data: bytes) -> None:
+    """Write atomically: a reader sees the old object or the new one, never a part."""
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        s3_client().put_object(Bucket=bucket, Key=key, Body=data)  # a PUT is atomic
+        return
+    path = Path(uri)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def list_names(uri: str) -> list[str]:
+    """Names of the files directly inside folder ``uri`` (sorted); ``[]`` when absent."""
+    if not is_s3(uri):
+        folder = Path(uri)
+        return sorted(p.name for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
+    bucket, prefix = split_s3(uri.rstrip("/") + "/")
+    pages = s3_client().get_paginator("list_objects_v2").paginate(
+        Bucket=bucket, Prefix=prefix, Delimiter="/")
+    return sorted(obj["Key"][len(prefix):] for page in pages for obj in page.get("Contents", []))
