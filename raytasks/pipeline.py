@@ -6,7 +6,9 @@ import logging
 from dataclasses import dataclass
 
 from skin_core import storage
-from skin_core.config import PipelineConfig
+from raytasks.preprocess import PreprocessResult, format_result, run_preprocess
+from raytasks.runtime import init_ray
+from skin_core.config import PipelineConfig, config_hash
 from skin_core.data.isic import GROUND_TRUTH, load_isic
 from skin_core.data.summary import DatasetSummary, format_summary, summarize
 
@@ -17,6 +19,7 @@ logger = logging.getLogger(__name__)
 class PipelineResult:
     data_path: str
     dataset: DatasetSummary
+    preprocessed: PreprocessResult
     report: str
 
 
@@ -36,7 +39,16 @@ def ensure_dataset(config: PipelineConfig) -> str:
     return path
 
 
+def preprocessed_dir(config: PipelineConfig) -> str:
+    """One folder per preprocessing config, so changing a setting never collides with old shards."""
+    return storage.join(config.out, "preprocessed", f"{config.preprocess.size}px-{config_hash(config.preprocess)[:8]}")
+
+
 def run_pipeline(config: PipelineConfig) -> PipelineResult:
     data_path = ensure_dataset(config)
     summary = summarize(load_isic(data_path))
-    return PipelineResult(data_path=data_path, dataset=summary, report=format_summary(summary))
+    logger.info("dataset:\n%s", format_summary(summary))
+    init_ray()
+    preprocessed = run_preprocess(data_path, preprocessed_dir(config), config.preprocess)
+    report = "\n\n".join([format_summary(summary), format_result(preprocessed)])
+    return PipelineResult(data_path=data_path, dataset=summary, preprocessed=preprocessed, report=report)

@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 
 from skin_core.data.isic import DatasetError, load_isic
 from skin_core.data.summary import format_summary, summarize
+from skin_core.publish import PublishError
 
 logger = logging.getLogger("skin")
 
@@ -34,6 +35,17 @@ def cmd_synth(args: argparse.Namespace) -> int:
     print(f"wrote {report.n_images} synthetic images of {report.n_lesions} lesions to {report.out_dir}")
     print("per class:  " + "  ".join(f"{k} {v}" for k, v in report.class_counts.items()))
     print("per origin: " + "  ".join(f"{k} {v}" for k, v in report.origin_counts.items()))
+    return 0
+
+
+def cmd_preprocess(args: argparse.Namespace) -> int:
+    from raytasks.preprocess import format_result, run_preprocess
+    from raytasks.runtime import init_ray
+    from raytasks.settings import config_from_args
+
+    config = config_from_args(args, [f"preprocess.size={args.size}"] if args.size else [])
+    init_ray()
+    print(format_result(run_preprocess(args.data, args.out, config.preprocess)))
     return 0
 
 
@@ -68,6 +80,13 @@ def _parser() -> argparse.ArgumentParser:
 
     from raytasks.settings import add_config_args
 
+    preprocess = sub.add_parser("preprocess", help="resize and remove black edges on Ray Data, into Parquet shards")
+    add_config_args(preprocess)
+    preprocess.add_argument("--data", required=True, help="dataset folder or s3:// URI in the ISIC 2019 layout")
+    preprocess.add_argument("--out", required=True, help="output folder or s3:// URI")
+    preprocess.add_argument("--size", type=int, help="side of the square output images (profile default otherwise)")
+    preprocess.set_defaults(func=cmd_preprocess)
+
     pipeline = sub.add_parser("pipeline", help="run the whole pipeline (what `make demo` runs)")
     add_config_args(pipeline)
     pipeline.add_argument("--data", help="dataset folder or s3:// URI (default: the synthetic set)")
@@ -83,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Callable[[argparse.Namespace], int] = args.func
     try:
         return handler(args)
-    except (DatasetError, ValueError, FileNotFoundError) as err:
+    except (DatasetError, PublishError, ValueError, FileNotFoundError) as err:
         # Input problems are the user's to fix: one clear line, no traceback.
         print(f"skin {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -170,8 +170,9 @@ def to_dict(config: Any) -> dict[str, Any]:
 
 
 def config_hash(config: Any) -> str:
-    """Stable short hash of a config (or any section), keyed on its content."""
-    blob = json.dumps(to_dict(config), sort_keys=True).encode()
+    """Stable short hash of a config section (or a plain JSON-able dict), keyed on its content."""
+    data = to_dict(config) if dataclasses.is_dataclass(config) else config
+    blob = json.dumps(data, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
 

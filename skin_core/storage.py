@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -99,4 +100,41 @@ def list_names(uri: str) -> list[str]:
     bucket, prefix = split_s3(uri.rstrip("/") + "/")
     pages = s3_client().get_paginator("list_objects_v2").paginate(
         Bucket=bucket, Prefix=prefix, Delimiter="/")
-    return sorted(obj["Key"][len(prefix):] for page in pages for obj in page.get("Contents", []))
+    # pyarrow leaves "folder/" marker objects on S3; they are not files
+    return sorted(obj["Key"][len(prefix):] for page in pages for obj in page.get("Contents", [])
+                  if not obj["Key"].endswith("/"))
+
+
+def delete_prefix(uri: str) -> None:
+    """Remove a folder (or every object under an S3 prefix); absent is fine."""
+    if not is_s3(uri):
+        shutil.rmtree(uri, ignore_errors=True)
+        return
+    bucket, prefix = split_s3(uri.rstrip("/") + "/")
+    client = s3_client()
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        keys = [{"Key": obj["Key"]} for obj in page.get("Contents", [])]
+        if keys:
+            client.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
+
+
+def list_tree(uri: str) -> list[str]:
+    """Paths (relative, ``/``-separated) of every file below folder ``uri`` (sorted)."""
+    if not is_s3(uri):
+        root = Path(uri)
+        return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()) if root.is_dir() else []
+    bucket, prefix = split_s3(uri.rstrip("/") + "/")
+    pages = s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    # pyarrow leaves "folder/" marker objects on S3; they are not files
+    return sorted(obj["Key"][len(prefix):] for page in pages for obj in page.get("Contents", [])
+                  if not obj["Key"].endswith("/"))
+
+
+def list_folders(uri: str) -> list[str]:
+    """Names of the sub-folders directly inside ``uri`` (sorted)."""
+    if not is_s3(uri):
+        root = Path(uri)
+        return sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    bucket, prefix = split_s3(uri.rstrip("/") + "/")
+    pages = s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, Delimiter="/")
+    return sorted(p["Prefix"][len(prefix):].rstrip("/") for page in pages for p in page.get("CommonPrefixes", []))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import subprocess
 import sys
@@ -91,3 +92,18 @@ def upload_folder(folder: Path, uri: str) -> None:
     for path in sorted(folder.rglob("*")):
         if path.is_file():
             storage.write_bytes(storage.join(uri, path.relative_to(folder).as_posix()), path.read_bytes())
+
+
+@pytest.fixture(scope="session")
+def ray_local(s3_server: str) -> Iterator[None]:
+    """A local 2-CPU Ray whose workers see the loopback S3 server through the AWS environment."""
+    import ray
+
+    env = {"AWS_ENDPOINT_URL": s3_server, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"}
+    ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": env}, logging_level="ERROR")
+    logging.getLogger("ray.data").setLevel(logging.INFO)  # its DEBUG operator metrics drown a failure report
+    try:
+        yield
+    finally:
+        ray.shutdown()

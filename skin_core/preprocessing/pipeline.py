@@ -1,0 +1,63 @@
+"""Bytes of one image file in, one network-ready square RGB image out."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .border import remove_border
+from .decode import decode_image
+from .resize import resize_square
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ProcessedImage:
+    """A preprocessed image and where it came from in the decoded original.
+
+    ``box`` is the border crop ``(x0, y0, x1, y1)`` (half-open) in the pixels
+    of the decoded, upright original, whose size is ``original_size = (w, h)``.
+    """
+
+    image: np.ndarray
+    had_border: bool
+    box: tuple[int, int, int, int]
+    original_size: tuple[int, int]
+
+
+def preprocess_image(
+    data: bytes,
+    *,
+    size: int = 224,
+    min_side: int = 32,
+    remove_borders: bool = True,
+    name: str = "",
+    mode: str = "center_crop",
+) -> ProcessedImage:
+    """Decode, crop away any dark border, and resize to ``size x size x 3`` uint8 RGB.
+
+    Raises :class:`~skin_core.preprocessing.decode.ImageRejected` for unusable
+    input (see :func:`decode_image`); ``mode`` is passed to :func:`resize_square`.
+    """
+    rgb = decode_image(data, min_side=min_side, name=name)
+    h, w = rgb.shape[:2]
+    if remove_borders:
+        cropped = remove_border(rgb)
+        crop, box, had_border = cropped.image, cropped.box, cropped.had_border
+    else:
+        crop, box, had_border = rgb, (0, 0, w, h), False
+    if had_border:
+        logger.debug("image %s: border removed, kept box %s of %dx%d", name, box, w, h)
+    return ProcessedImage(resize_square(crop, size, mode), had_border, box, (w, h))
+
+
+def encode_png(rgb: np.ndarray, *, compression: int = 3) -> bytes:
+    """Lossless PNG bytes of an RGB uint8 image (stored results are not re-degraded by JPEG)."""
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, compression])
+    if not ok:
+        raise ValueError(f"PNG encoding failed for an array of shape {rgb.shape}")
+    return buf.tobytes()
