@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 from skin_core import storage
 from raytasks.preprocess import PreprocessResult, format_result, run_preprocess
@@ -35,7 +37,12 @@ def ensure_dataset(config: PipelineConfig) -> str:
     from skin_core.synth import generate_dataset
 
     logger.info("generating %d synthetic images at %s", d.synthetic_n, path)
-    generate_dataset(path, n=d.synthetic_n, size=d.synthetic_size, seed=d.synthetic_seed)
+    if not storage.is_s3(path):
+        generate_dataset(path, n=d.synthetic_n, size=d.synthetic_size, seed=d.synthetic_seed)
+        return path
+    with tempfile.TemporaryDirectory() as local:  # the generator writes files; S3 gets a copy
+        generate_dataset(local, n=d.synthetic_n, size=d.synthetic_size, seed=d.synthetic_seed)
+        storage.upload_tree(Path(local), path, last=(GROUND_TRUTH,))  # its presence means "complete"
     return path
 
 

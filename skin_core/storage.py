@@ -138,3 +138,10 @@ def list_folders(uri: str) -> list[str]:
     bucket, prefix = split_s3(uri.rstrip("/") + "/")
     pages = s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, Delimiter="/")
     return sorted(p["Prefix"][len(prefix):].rstrip("/") for page in pages for p in page.get("CommonPrefixes", []))
+
+
+def upload_tree(folder: Path, uri: str, last: tuple[str, ...] = ()) -> None:
+    """Copy a local folder tree to ``uri`` (local or S3), file by file; ``last`` names go after the rest."""
+    files = [p.relative_to(folder).as_posix() for p in sorted(Path(folder).rglob("*")) if p.is_file()]
+    for name in sorted(files, key=lambda f: f in last):  # stable: keeps the sorted order otherwise
+        write_bytes(join(uri, name), (Path(folder) / name).read_bytes())

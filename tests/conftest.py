@@ -87,13 +87,6 @@ def s3_bucket(s3_env: str, request: pytest.FixtureRequest) -> str:
     return f"s3://{name}"
 
 
-def upload_folder(folder: Path, uri: str) -> None:
-    """Copy a local folder tree to an S3 prefix (tests only)."""
-    for path in sorted(folder.rglob("*")):
-        if path.is_file():
-            storage.write_bytes(storage.join(uri, path.relative_to(folder).as_posix()), path.read_bytes())
-
-
 @pytest.fixture(scope="session")
 def ray_local(s3_server: str) -> Iterator[None]:
     """A local 2-CPU Ray whose workers see the loopback S3 server through the AWS environment."""

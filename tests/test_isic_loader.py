@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import upload_folder
+from skin_core import storage
 from skin_core.classes import CLASSES
 from skin_core.data.isic import GROUND_TRUTH, IMAGE_DIR, MANIFEST_COLUMNS, METADATA, DatasetError, load_isic
 from skin_core.data.summary import summarize
@@ -131,7 +131,7 @@ def test_duplicate_image_ids_are_refused(tiny: Path, table: str) -> None:
 
 def test_s3_layout_loads_like_the_local_one(tiny: Path, s3_bucket: str) -> None:
     (tiny / IMAGE_DIR / "ISIC_0000009.jpg").unlink()
-    upload_folder(tiny, f"{s3_bucket}/isic")
+    storage.upload_tree(tiny, f"{s3_bucket}/isic")
     local, remote = load_isic(str(tiny)), load_isic(f"{s3_bucket}/isic")
     assert remote.frame.drop(columns="uri").equals(local.frame.drop(columns="uri"))
     assert remote.frame["uri"].iloc[0] == f"{s3_bucket}/isic/{IMAGE_DIR}/ISIC_0000000.jpg"

@@ -10,7 +10,6 @@ import pandas as pd
 import pytest
 
 import raytasks.preprocess as rp
-from conftest import upload_folder
 from skin_core import storage
 from skin_core.config import PreprocessConfig
 from skin_core.data.isic import IMAGE_DIR
@@ -118,7 +117,7 @@ def test_rerun_is_a_no_op_and_another_config_is_refused(small_set: Path, tmp_pat
 
 
 def test_s3_round_trip(small_set: Path, s3_bucket: str) -> None:
-    upload_folder(small_set, f"{s3_bucket}/isic")
+    storage.upload_tree(small_set, f"{s3_bucket}/isic")
     out = f"{s3_bucket}/preprocessed"
     result = rp.run_preprocess(f"{s3_bucket}/isic", out, PreprocessConfig(size=32))
     assert result.counts["written"] == 11
