@@ -1,0 +1,13 @@
+"""ResNet backbone with an embedding head, and its initial weights."""
+
+from .backbone import ARCHS, Backbone, build_resnet
+from .weights import WeightsError, WeightsUnavailable, load_backbone_weights
+
+__all__ = [
+    "ARCHS",
+    "Backbone",
+    "WeightsError",
+    "WeightsUnavailable",
+    "build_resnet",
+    "load_backbone_weights",
+]
