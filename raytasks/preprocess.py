@@ -9,14 +9,18 @@ config is refused rather than mixed in.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import logging
 import math
 import time
 from dataclasses import dataclass
+from typing import Iterator
 
 import pandas as pd
+import pyarrow.dataset as pads
+import pyarrow.fs as pafs
 import ray
 from ray.data.expressions import col
 
@@ -30,7 +34,7 @@ logger = logging.getLogger(__name__)
 
 SHARD_DIR = "shards"
 REJECTS_FILE = "rejects.csv"
-ROWS_PER_SHARD = 1024
+ROWS_PER_SHARD = 128  # ~15 MB files at 224 px; larger ones make the write wait on more map tasks
 
 
 @dataclass(frozen=True)
@@ -57,18 +61,34 @@ def _preprocess_block(frame: pd.DataFrame, config: PreprocessConfig) -> pd.DataF
     return preprocess_frame(frame, config)
 
 
+@contextlib.contextmanager
+def _whole_cluster_for_one_operator() -> Iterator[None]:
+    """Let the map take every CPU: Ray Data otherwise reserves a share per operator, and on a
+    2-core machine that leaves one core idle (measured: 1.1× instead of 1.8× over a plain loop)."""
+    context = ray.data.DataContext.get_current()
+    before = context.op_resource_reservation_enabled
+    context.op_resource_reservation_enabled = False
+    try:
+        yield
+    finally:
+        context.op_resource_reservation_enabled = before
+
+
 def _write_shards(manifest: Manifest, shards: str, config: PreprocessConfig) -> None:
     blocks = max(1, math.ceil(len(manifest) / config.batch_size))
-    dataset = ray.data.from_pandas(manifest.frame, override_num_blocks=blocks)
-    dataset = dataset.map_batches(_preprocess_block, fn_kwargs={"config": config}, batch_format="pandas",
-                                  batch_size=config.batch_size, num_cpus=1)
-    dataset.write_parquet(shards, min_rows_per_file=ROWS_PER_SHARD)
+    with _whole_cluster_for_one_operator():
+        dataset = ray.data.from_pandas(manifest.frame, override_num_blocks=blocks)
+        dataset = dataset.map_batches(_preprocess_block, fn_kwargs={"config": config}, batch_format="pandas",
+                                      batch_size=config.batch_size, num_cpus=1)
+        dataset.write_parquet(shards, min_rows_per_file=ROWS_PER_SHARD)
 
 
 def _tally(manifest: Manifest, run_uri: str, seconds: float) -> dict:
     """Counts from the written shards; the rejects table goes beside them."""
-    done = ray.data.read_parquet(storage.join(run_uri, SHARD_DIR),
-                                 columns=["image_id", "uri", "had_border", "reject_reason"]).to_pandas()
+    # A few small columns: pyarrow on the driver, not another Ray Data job (saves ~1 s of scheduling).
+    filesystem, path = pafs.FileSystem.from_uri(storage.join(run_uri, SHARD_DIR))
+    done = pads.dataset(path, filesystem=filesystem, format="parquet").to_table(
+        columns=["image_id", "uri", "had_border", "reject_reason"]).to_pandas()
     failed = done[done["reject_reason"] != ""]
     rejects = pd.concat([
         pd.DataFrame([(r.image_id, r.uri, r.reason) for r in manifest.rejects], columns=["image_id", "uri", "reason"]),

@@ -47,7 +47,7 @@ class PreprocessConfig:
     min_side: int = 32
     remove_borders: bool = True
     resize_mode: str = "center_crop"
-    batch_size: int = 16
+    batch_size: int = 32  # images per Ray task: smaller pays task overhead, larger balances worse
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,8 @@ class ResourcesConfig:
     num_workers: int = 2
     use_gpu: bool = False
     cpus_per_worker: float = 0.5
-    data_cpus: float = 1.0
+    data_cpus: float = 1.0  # CPUs that must stay free for Ray Data next to the training workers
+    max_failures: int = 2  # worker-group restarts Ray Train may make, each resuming from a checkpoint
 
 
 @dataclass(frozen=True)
