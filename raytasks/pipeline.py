@@ -1,4 +1,9 @@
-"""The whole pipeline, stage by stage; ``jobs/pipeline.py`` and ``skin pipeline`` call ``run_pipeline``."""
+"""The whole pipeline, stage by stage; ``jobs/pipeline.py`` and ``skin pipeline`` call ``run_pipeline``.
+
+Every stage publishes into its own folder named by the hash of the config it
+depends on, and is skipped when that folder already holds a completed result:
+a rerun only does what changed.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +11,21 @@ import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from skin_core import storage
+from raytasks.partition import PartitionResult, format_partition, run_partition
 from raytasks.preprocess import PreprocessResult, format_result, run_preprocess
 from raytasks.runtime import init_ray
+from raytasks.teacher import ASSIGNMENTS, TeacherResult, format_teacher, run_teacher
+from skin_core import storage
+from skin_core.clustering.factors import factor_nmi
 from skin_core.config import PipelineConfig, config_hash
 from skin_core.data.isic import GROUND_TRUTH, load_isic
 from skin_core.data.summary import DatasetSummary, format_summary, summarize
 
 logger = logging.getLogger(__name__)
+
+FACTORS_FILE = "synth_factors.csv"  # written by the synthetic generator beside its tables
 
 
 @dataclass(frozen=True)
@@ -22,6 +33,9 @@ class PipelineResult:
     data_path: str
     dataset: DatasetSummary
     preprocessed: PreprocessResult
+    teacher: TeacherResult
+    partition: PartitionResult
+    factor_nmi: dict[str, float]
     report: str
 
 
@@ -46,9 +60,17 @@ def ensure_dataset(config: PipelineConfig) -> str:
     return path
 
 
-def preprocessed_dir(config: PipelineConfig) -> str:
-    """One folder per preprocessing config, so changing a setting never collides with old shards."""
-    return storage.join(config.out, "preprocessed", f"{config.preprocess.size}px-{config_hash(config.preprocess)[:8]}")
+def stage_dir(config: PipelineConfig, stage: str, *sections: Any) -> str:
+    """``out/<stage>/<hash of the sections it depends on>``: changing a setting never collides."""
+    return storage.join(config.out, stage, config_hash({"sections": [config_hash(s) for s in sections]})[:12])
+
+
+def _factor_scores(data_path: str, teacher: TeacherResult) -> dict[str, float]:
+    """Cluster NMI against the generator's factors, where the data is synthetic."""
+    factors_uri = storage.join(data_path, FACTORS_FILE)
+    if not storage.exists(factors_uri):
+        return {}
+    return factor_nmi(storage.read_csv(teacher.uri(ASSIGNMENTS)), storage.read_csv(factors_uri))
 
 
 def run_pipeline(config: PipelineConfig) -> PipelineResult:
@@ -56,6 +78,14 @@ def run_pipeline(config: PipelineConfig) -> PipelineResult:
     summary = summarize(load_isic(data_path))
     logger.info("dataset:\n%s", format_summary(summary))
     init_ray()
-    preprocessed = run_preprocess(data_path, preprocessed_dir(config), config.preprocess)
-    report = "\n\n".join([format_summary(summary), format_result(preprocessed)])
-    return PipelineResult(data_path=data_path, dataset=summary, preprocessed=preprocessed, report=report)
+    preprocessed_uri = stage_dir(config, "preprocessed", data_path, config.preprocess)
+    preprocessed = run_preprocess(data_path, preprocessed_uri, config.preprocess)
+    teacher_uri = stage_dir(config, "teacher", preprocessed.publication.config_hash, config.model,
+                            config.teacher, config.seed)
+    teacher = run_teacher(preprocessed_uri, teacher_uri, config)
+    partition = run_partition(teacher_uri, stage_dir(config, "partition", teacher_uri, config.partition),
+                              config.partition)
+    scores = _factor_scores(data_path, teacher)
+    report = "\n\n".join([format_summary(summary), format_result(preprocessed), format_teacher(teacher, scores),
+                          format_partition(partition)])
+    return PipelineResult(data_path, summary, preprocessed, teacher, partition, scores, report)

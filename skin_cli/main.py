@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 
 from skin_core.data.isic import DatasetError, load_isic
 from skin_core.data.summary import format_summary, summarize
+from skin_core.partitioning.clusters import PartitionError
 from skin_core.publish import PublishError
 
 logger = logging.getLogger("skin")
@@ -46,6 +47,25 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
     config = config_from_args(args, [f"preprocess.size={args.size}"] if args.size else [])
     init_ray()
     print(format_result(run_preprocess(args.data, args.out, config.preprocess)))
+    return 0
+
+
+def cmd_teacher(args: argparse.Namespace) -> int:
+    from raytasks.runtime import init_ray
+    from raytasks.settings import config_from_args
+    from raytasks.teacher import format_teacher, run_teacher
+
+    config = config_from_args(args)
+    init_ray()
+    print(format_teacher(run_teacher(args.data, args.out, config)))
+    return 0
+
+
+def cmd_partition(args: argparse.Namespace) -> int:
+    from raytasks.partition import format_partition, run_partition
+    from raytasks.settings import config_from_args
+
+    print(format_partition(run_partition(args.teacher, args.out, config_from_args(args).partition)))
     return 0
 
 
@@ -87,6 +107,18 @@ def _parser() -> argparse.ArgumentParser:
     preprocess.add_argument("--size", type=int, help="side of the square output images (profile default otherwise)")
     preprocess.set_defaults(func=cmd_preprocess)
 
+    teacher = sub.add_parser("teacher", help="train the metric teacher (DeepCluster + MS loss) on Ray Train")
+    add_config_args(teacher)
+    teacher.add_argument("--data", required=True, help="preprocessed output (skin preprocess --out)")
+    teacher.add_argument("--out", required=True, help="output folder or s3:// URI")
+    teacher.set_defaults(func=cmd_teacher)
+
+    partition = sub.add_parser("partition", help="cluster-aware train/val/test split from a teacher's clusters")
+    add_config_args(partition)
+    partition.add_argument("--teacher", required=True, help="teacher output (skin teacher --out)")
+    partition.add_argument("--out", required=True, help="output folder or s3:// URI")
+    partition.set_defaults(func=cmd_partition)
+
     pipeline = sub.add_parser("pipeline", help="run the whole pipeline (what `make demo` runs)")
     add_config_args(pipeline)
     pipeline.add_argument("--data", help="dataset folder or s3:// URI (default: the synthetic set)")
@@ -102,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Callable[[argparse.Namespace], int] = args.func
     try:
         return handler(args)
-    except (DatasetError, PublishError, ValueError, FileNotFoundError) as err:
+    except (DatasetError, PublishError, PartitionError, ValueError, FileNotFoundError) as err:
         # Input problems are the user's to fix: one clear line, no traceback.
         print(f"skin {args.command}: error: {err}", file=sys.stderr)
         return 2

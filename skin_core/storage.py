@@ -8,10 +8,15 @@ profiles, instance roles).  Nothing here holds credentials.
 from __future__ import annotations
 
 import functools
+import io
 import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 S3_SCHEME = "s3://"
 
@@ -59,6 +64,13 @@ def read_bytes(uri: str) -> bytes:
         if _s3_missing(err):
             raise FileNotFoundError(uri) from err
         raise
+
+
+def read_csv(uri: str, keep_default_na: bool = False, **kwargs: Any) -> "pd.DataFrame":
+    """A CSV file by URI as a DataFrame; by default empty fields stay empty strings, not NaN."""
+    import pandas as pd
+
+    return pd.read_csv(io.BytesIO(read_bytes(uri)), keep_default_na=keep_default_na, **kwargs)
 
 
 def exists(uri: str) -> bool:

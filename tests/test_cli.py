@@ -11,7 +11,18 @@ import pandas as pd
 import pytest
 
 from raytasks.pipeline import run_pipeline
+from skin_core import storage
 from skin_core.config import PipelineConfig, from_dict
+
+
+def tiny_pipeline(out: str) -> PipelineConfig:
+    """The smallest pipeline that still exercises every stage (a minute on 2 cores)."""
+    return from_dict(PipelineConfig, {
+        "profile": "test", "out": out, "data": {"synthetic_n": 120, "synthetic_size": 48},
+        "preprocess": {"size": 32}, "model": {"arch": "resnet18", "embedding_dim": 16},
+        "teacher": {"epochs": 1, "clusters": 8, "pca_dim": 8, "batch_size": 16},
+        "partition": {"test_clusters": 1},
+        "resources": {"num_workers": 2, "cpus_per_worker": 0.5, "data_cpus": 1.0}})
 
 
 def skin(*args: str) -> subprocess.CompletedProcess:
@@ -44,21 +55,25 @@ def test_bad_synth_arguments_are_one_clear_line(tmp_path: Path) -> None:
 
 @pytest.mark.usefixtures("ray_local")
 def test_pipeline_on_the_synthetic_default_is_idempotent(tmp_path: Path) -> None:
-    config = from_dict(PipelineConfig, {"profile": "test", "out": str(tmp_path / "run"),
-                                        "data": {"synthetic_n": 48, "synthetic_size": 64},
-                                        "preprocess": {"size": 32}})
+    config = tiny_pipeline(str(tmp_path / "run"))
     first = run_pipeline(config)
-    assert first.dataset.images == 48 and first.preprocessed.counts["written"] == 48
-    assert "borders removed" in first.report and "per class" in first.report
+    assert first.dataset.images == 120 and first.preprocessed.counts["written"] == 120
+    assert first.teacher.publication.counts["images"] == 120
+    splits = first.partition.table()
+    assert len(splits) == 120 and set(splits["split"]) == {"train", "val", "test"}
+    assert set(first.factor_nmi) >= {"label", "origin", "border", "hair", "ruler", "lighting"}
+    for section in ("borders removed", "per class", "cluster NMI", "held-out clusters"):
+        assert section in first.report
     again = run_pipeline(config)
-    assert again.preprocessed.reused and again.data_path == first.data_path
+    assert again.preprocessed.reused and again.teacher.reused and again.partition.reused
+    assert again.data_path == first.data_path
 
 
 @pytest.mark.usefixtures("ray_local")
 def test_pipeline_with_everything_on_s3(s3_bucket: str) -> None:
-    config = from_dict(PipelineConfig, {"profile": "test", "out": f"{s3_bucket}/run",
-                                        "data": {"synthetic_n": 30, "synthetic_size": 48},
-                                        "preprocess": {"size": 32}})
-    result = run_pipeline(config)
-    assert result.data_path.startswith(s3_bucket) and result.preprocessed.counts["written"] == 30
-    assert all(uri.startswith(f"{s3_bucket}/run/") for uri in result.preprocessed.publication.uris())
+    result = run_pipeline(tiny_pipeline(f"{s3_bucket}/run"))
+    assert result.data_path.startswith(s3_bucket) and result.preprocessed.counts["written"] == 120
+    for stage in (result.preprocessed, result.teacher, result.partition):
+        assert all(uri.startswith(f"{s3_bucket}/run/") for uri in stage.publication.uris())
+    # Ray Train checkpoints went to the bucket too
+    assert any("checkpoint_" in key for key in storage.list_tree(f"{s3_bucket}/run/teacher"))

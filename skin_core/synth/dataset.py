@@ -49,6 +49,7 @@ JPEG_QUALITY = 90
 
 _LESION_PREFIX = {"HAM": "HAM_", "BCN": "BCN_", "MSK": "MSK4_"}
 _REPEAT_RATE = 0.15  # share of (known-origin) lesions photographed 2-3 times
+_MIN_CLASS_FOR_REPEATS = 10
 # origin -> P(vignette), P(hair), P(ruler), P(marker): each collection's own habits.
 _EFFECT_RATES = {
     "HAM": (0.05, 0.30, 0.20, 0.10),
@@ -141,12 +142,18 @@ def _lesion_sizes(count: int, repeatable: bool, rng: np.random.Generator) -> Ite
 
 
 def _group_lesions(labels: np.ndarray, origins: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Lesion key per image; a lesion's images share class and origin (unknown origin: one each)."""
+    """Lesion key per image; a lesion's images share class and origin (unknown origin: one each).
+
+    A class with fewer than ``_MIN_CLASS_FOR_REPEATS`` images keeps one image per
+    lesion: a split by lesion needs several lesions of every class.
+    """
     keys = np.empty(len(labels), int)
     next_key = 0
+    class_sizes = dict(zip(*np.unique(labels, return_counts=True)))
     for label, origin in sorted(set(zip(labels.tolist(), origins.tolist()))):
         members = np.flatnonzero((labels == label) & (origins == origin))
-        for size in _lesion_sizes(len(members), origin != "unknown", rng):
+        repeatable = origin != "unknown" and class_sizes[label] >= _MIN_CLASS_FOR_REPEATS
+        for size in _lesion_sizes(len(members), repeatable, rng):
             keys[members[:size]] = next_key
             members, next_key = members[size:], next_key + 1
     return keys

@@ -1,0 +1,125 @@
+"""DeepCluster with the Multi-Similarity loss: features → k-means pseudo-labels → one epoch of training.
+
+Caron et al., "Deep Clustering for Unsupervised Learning of Visual Features",
+ECCV 2018, with the cross-entropy on pseudo-labels replaced by the MS loss
+(Wang et al., CVPR 2019) as in the reproduced paper.  These functions run in one
+process or inside a DDP worker; the collectives live in ``skin_core.distributed``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Iterable
+
+import numpy as np
+import torch
+from torch import nn
+
+from skin_core.clustering import KMeansResult, UniformClusterSampler, kmeans, pca_whiten
+from skin_core.data.transforms import random_flips, to_input
+from skin_core.distributed import broadcast_from_root, gather_to_root, world
+
+
+@dataclass(frozen=True)
+class ClusterRound:
+    """One epoch's clustering of the whole training set, in global order (rank 0's rows first)."""
+
+    image_ids: np.ndarray
+    assignments: np.ndarray
+    distances: np.ndarray
+    sizes: np.ndarray
+    offset: int  # where this rank's rows start
+    count: int  # how many rows this rank holds
+
+    def local(self) -> np.ndarray:
+        return self.assignments[self.offset:self.offset + self.count]
+
+
+def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
+    """Mixed precision on GPU (bfloat16 where supported); a no-op on CPU."""
+    if not enabled or device.type != "cuda":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+@torch.no_grad()
+def extract_features(model: nn.Module, images: torch.Tensor, batch_size: int, device: torch.device,
+                     amp: bool = False) -> np.ndarray:
+    """Global-pooled features (N×C float32) of uint8 N×H×W×3 ``images``, in eval mode."""
+    model.eval()
+    chunks = []
+    for start in range(0, len(images), batch_size):
+        with autocast(device, amp):
+            chunks.append(model(to_input(images[start:start + batch_size], device))["pooled"].float().cpu())
+    return torch.cat(chunks).numpy() if chunks else np.zeros((0, 0), np.float32)
+
+
+def cluster_features(features: np.ndarray, k: int, pca_dim: int, seed: int) -> KMeansResult:
+    """DeepCluster's recipe: PCA-whiten, L2-normalise, k-means with this epoch's seed."""
+    return kmeans(pca_whiten(features, pca_dim), k, seed=seed)
+
+
+def cluster_globally(image_ids: np.ndarray, features: np.ndarray, k: int, pca_dim: int, seed: int) -> ClusterRound:
+    """Gather every rank's features on rank 0, cluster there, share the assignments back."""
+    parts = gather_to_root((image_ids, features))
+    result = None
+    if parts is not None:
+        ids = np.concatenate([p[0] for p in parts])
+        found = cluster_features(np.concatenate([p[1] for p in parts]), k, pca_dim, seed)
+        result = (ids, found.assignments, found.distances, found.sizes, [len(p[0]) for p in parts])
+    ids, assignments, distances, sizes, counts = broadcast_from_root(result)
+    rank = world()[0]
+    return ClusterRound(ids, assignments, distances, sizes, offset=int(sum(counts[:rank])), count=counts[rank])
+
+
+def average(stats: Iterable[dict[str, float]]) -> dict[str, float]:
+    """Mean of each key over the steps of an epoch."""
+    sums: dict[str, float] = defaultdict(float)
+    n = 0
+    for step in stats:
+        n += 1
+        for key, value in step.items():
+            sums[key] += value
+    return {key: value / max(n, 1) for key, value in sums.items()}
+
+
+def teacher_step(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, criterion: nn.Module,
+                 optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None = None,
+                 amp: bool = False) -> dict[str, float]:
+    """One MS-loss step on pseudo-labels; returns the loss and mined-pair counts."""
+    optimizer.zero_grad(set_to_none=True)
+    with autocast(x.device, amp):
+        embeddings = model(x)["embedding"]
+    loss, stats = criterion(embeddings.float(), labels)  # raises FloatingPointError when not finite
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+    return stats
+
+
+def train_epoch(model: nn.Module, images: torch.Tensor, pseudo_labels: np.ndarray, *, criterion: nn.Module,
+                optimizer: torch.optim.Optimizer, batch_size: int, steps: int, seed: int, epoch: int,
+                device: torch.device, amp: bool = False, scaler: torch.amp.GradScaler | None = None
+                ) -> dict[str, float]:
+    """``steps`` batches drawn uniformly over this rank's clusters; averaged step stats."""
+    model.train()
+    sampler = UniformClusterSampler(pseudo_labels, num_samples=steps * batch_size, seed=seed)
+    sampler.set_epoch(epoch)
+    order = torch.as_tensor(list(sampler))
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    labels = torch.as_tensor(pseudo_labels)
+
+    def batches() -> Iterable[dict[str, float]]:
+        for start in range(0, steps * batch_size, batch_size):
+            idx = order[start:start + batch_size]
+            x = random_flips(to_input(images[idx], device), generator)
+            yield teacher_step(model, x, labels[idx].to(device), criterion, optimizer, scaler, amp)
+
+    return average(batches())

@@ -1,0 +1,113 @@
+"""The metric teacher: core steps in one process, the 2-worker Ray Train run, resume after a killed worker."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import psutil
+import pytest
+import torch
+
+from raytasks.preprocess import read_shards, run_preprocess
+from raytasks.runtime import ResourceError, check_cpu_headroom
+from raytasks.teacher import ASSIGNMENTS, HISTORY, MONTAGE, WEIGHTS, run_teacher
+from skin_core import storage
+from skin_core.config import PipelineConfig, PreprocessConfig, ResourcesConfig, from_dict
+from skin_core.losses import MultiSimilarityCriterion
+from skin_core.models import Backbone
+from skin_core.synth import generate_dataset
+from skin_core.training.teacher import cluster_features, cluster_globally, teacher_step
+
+
+def teacher_config(out: Path, **teacher: object) -> PipelineConfig:
+    return from_dict(PipelineConfig, {
+        "out": str(out), "model": {"arch": "resnet18", "embedding_dim": 16},
+        "teacher": {"epochs": 2, "clusters": 4, "pca_dim": 8, "batch_size": 16, **teacher},
+        "resources": {"num_workers": 2, "cpus_per_worker": 0.5, "data_cpus": 1.0}})
+
+
+@pytest.fixture(scope="module")
+def preprocessed(ray_local: None, tmp_path_factory: pytest.TempPathFactory) -> str:
+    root = tmp_path_factory.mktemp("teacher")
+    generate_dataset(root / "data", n=64, size=48, seed=1)
+    run_preprocess(str(root / "data"), str(root / "pre"), PreprocessConfig(size=32))
+    return str(root / "pre")
+
+
+def test_resource_check_refuses_a_request_that_would_starve_ray_data() -> None:
+    with pytest.raises(ResourceError, match="lower resources.cpus_per_worker"):
+        check_cpu_headroom(ResourcesConfig(num_workers=2, cpus_per_worker=1.0, data_cpus=1.0), 2.0)
+    check_cpu_headroom(ResourcesConfig(num_workers=2, cpus_per_worker=0.5, data_cpus=1.0), 2.0)
+
+
+def test_non_finite_loss_stops_loudly() -> None:
+    model = Backbone("resnet18", embedding_dim=8)
+    x = torch.full((4, 3, 32, 32), float("nan"))
+    with pytest.raises(FloatingPointError):
+        teacher_step(model, x, torch.tensor([0, 0, 1, 1]), MultiSimilarityCriterion(),
+                     torch.optim.SGD(model.parameters(), lr=0.1))
+
+
+def test_clustering_in_one_process_is_plain_kmeans() -> None:
+    rng = np.random.default_rng(0)
+    features = np.concatenate([rng.normal(c * 5, 1, (30, 12)) for c in range(3)]).astype(np.float32)
+    ids = np.array([f"img{i}" for i in range(90)])
+    found = cluster_globally(ids, features, k=3, pca_dim=8, seed=4)
+    direct = cluster_features(features, 3, 8, seed=4)
+    assert np.array_equal(found.local(), direct.assignments) and (found.offset, found.count) == (0, 90)
+    assert np.array_equal(found.sizes, np.bincount(direct.assignments, minlength=3))
+
+
+def test_two_worker_run_clusters_every_image_once(preprocessed: str, tmp_path: Path) -> None:
+    out = str(tmp_path / "teacher")
+    result = run_teacher(preprocessed, out, teacher_config(tmp_path))
+    table = storage.read_csv(result.uri(ASSIGNMENTS))
+    ids = read_shards(preprocessed, columns=["image_id"]).to_pandas()["image_id"]
+    assert sorted(table["image_id"]) == sorted(ids) and table["image_id"].is_unique
+    assert table["cluster"].between(0, 3).all() and (table["distance"] >= 0).all()
+    history = storage.read_csv(result.uri(HISTORY), keep_default_na=True)
+    assert list(history["epoch"]) == [0, 1, 2] and history["world_size"].iloc[0] == 2
+    assert np.isfinite(history["loss"].iloc[:2]).all() and (history["pos_pairs"].iloc[:2] > 0).all()
+    assert np.isfinite(history["nmi_prev"].iloc[1:]).all()
+    montage = cv2.imread(result.uri(MONTAGE))
+    assert montage is not None and montage.shape[0] > 4 * 32
+    model = Backbone("resnet18", embedding_dim=16, weights=result.uri(WEIGHTS))  # weights_only load
+    assert model.eval()(torch.zeros(1, 3, 32, 32))["embedding"].shape == (1, 16)
+    assert run_teacher(preprocessed, out, teacher_config(tmp_path)).reused
+
+
+def _kill_a_worker_after_first_checkpoint(checkpoints: Path, done: threading.Event, killed: list) -> None:
+    while not done.is_set():
+        # a checkpoint counts once Ray Train's manager has recorded it, not when its folder appears
+        snapshots = list(checkpoints.rglob("checkpoint_manager_snapshot.json"))
+        if snapshots and "checkpoint_" in snapshots[0].read_text():
+            workers = [p for p in psutil.process_iter(["cmdline"]) if "RayTrainWorker" in " ".join(p.info["cmdline"] or [])]
+            if workers:
+                os.kill(workers[-1].pid, signal.SIGKILL)
+                killed.append(workers[-1].pid)
+                return
+        time.sleep(0.05)
+
+
+def test_killed_worker_resumes_from_checkpoint(preprocessed: str, tmp_path: Path) -> None:
+    out = tmp_path / "teacher"
+    done, killed = threading.Event(), []
+    watcher = threading.Thread(target=_kill_a_worker_after_first_checkpoint,
+                               args=(out / "checkpoints", done, killed), daemon=True)
+    watcher.start()
+    try:
+        result = run_teacher(preprocessed, str(out), teacher_config(tmp_path, epochs=4))
+    finally:
+        done.set()
+    assert killed, "no worker was killed: the run ended before its first checkpoint"
+    history = storage.read_csv(result.uri(HISTORY), keep_default_na=True)
+    assert list(history["epoch"]) == [0, 1, 2, 3, 4]  # every epoch once: nothing redone, nothing lost
+    assert (history["attempt_first_epoch"] > 0).any()  # the restarted workers began after epoch 0
+    assert pd.Series(history["attempt_first_epoch"]).is_monotonic_increasing
