@@ -33,6 +33,7 @@ class PartitionResult:
 
 def run_partition(teacher: str, out: str, config: PartitionConfig) -> PartitionResult:
     """Split the teacher's clustered images into train / val / test (whole clusters held out)."""
+    teacher, out = storage.absolute(teacher), storage.absolute(out)
     source = require_publication(teacher)
     key = config_hash({"teacher": source.config_hash, "partition": to_dict(config)})
     if (existing := reusable(out, key)) is not None:

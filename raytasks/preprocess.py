@@ -20,7 +20,6 @@ from typing import Iterator
 
 import pandas as pd
 import pyarrow.dataset as pads
-import pyarrow.fs as pafs
 import ray
 from ray.data.expressions import col
 
@@ -86,7 +85,7 @@ def _write_shards(manifest: Manifest, shards: str, config: PreprocessConfig) -> 
 def _tally(manifest: Manifest, run_uri: str, seconds: float) -> dict:
     """Counts from the written shards; the rejects table goes beside them."""
     # A few small columns: pyarrow on the driver, not another Ray Data job (saves ~1 s of scheduling).
-    filesystem, path = pafs.FileSystem.from_uri(storage.join(run_uri, SHARD_DIR))
+    filesystem, path = storage.arrow_filesystem(storage.join(run_uri, SHARD_DIR))
     done = pads.dataset(path, filesystem=filesystem, format="parquet").to_table(
         columns=["image_id", "uri", "had_border", "reject_reason"]).to_pandas()
     failed = done[done["reject_reason"] != ""]
@@ -110,6 +109,7 @@ def run_preprocess(data: str, out: str, config: PreprocessConfig) -> PreprocessR
 
 def preprocess_manifest(manifest: Manifest, out: str, config: PreprocessConfig) -> PreprocessResult:
     """Preprocess the images of ``manifest``; a no-op where ``out`` already holds this exact result."""
+    out = storage.absolute(out)
     if len(manifest) == 0:
         raise DatasetError(f"{manifest.root}: no images to preprocess ({len(manifest.rejects)} rejected while listing)")
     key = preprocess_key(manifest, config)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 
 import ray
 from ray.train import ScalingConfig
@@ -54,4 +53,4 @@ def scaling_config(resources: ResourcesConfig) -> ScalingConfig:
 
 def storage_path(uri: str) -> str:
     """Ray Train wants an absolute local path or a URI."""
-    return uri if storage.is_s3(uri) else str(Path(uri).resolve())
+    return storage.absolute(uri)

@@ -203,7 +203,8 @@ def _montage(preprocessed: str, table: pd.DataFrame, path: Path, per_row: int = 
     chosen = chosen.merge(pixels, on="image_id")
     cluster_montage(list(decode_pngs(list(chosen["image"]))), chosen["cluster"].to_numpy(), list(chosen["label"]),
                     distances=chosen["distance"].to_numpy(), per_row=per_row, out_path=path,
-                    title="Teacher clusters (nearest to each centroid)")
+                    title="Teacher clusters (nearest to each centroid)",
+                    population=(table["cluster"].to_numpy(), list(table["label"])))
 
 
 def _write_outputs(result: ray.train.Result, preprocessed: str, run_uri: str) -> dict:
@@ -226,6 +227,7 @@ def _write_outputs(result: ray.train.Result, preprocessed: str, run_uri: str) ->
 
 def run_teacher(preprocessed: str, out: str, config: PipelineConfig) -> TeacherResult:
     """Train the metric teacher on published shards; a no-op where ``out`` holds this exact result."""
+    preprocessed, out = storage.absolute(preprocessed), storage.absolute(out)
     key = teacher_key(require_publication(preprocessed), config)
     if (existing := reusable(out, key)) is not None:
         logger.info("%s already holds this teacher (config %s): nothing to do", out, key)

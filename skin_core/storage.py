@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pandas as pd
+    import pyarrow.fs as pafs
 
 S3_SCHEME = "s3://"
 
@@ -31,6 +32,18 @@ def split_s3(uri: str) -> tuple[str, str]:
     if not bucket:
         raise ValueError(f"not an S3 URI with a bucket: {uri!r}")
     return bucket, key
+
+
+def absolute(uri: str) -> str:
+    """S3 URIs as they are, local paths made absolute: Ray workers and pyarrow do not share our cwd."""
+    return uri if is_s3(uri) else str(Path(uri).resolve())
+
+
+def arrow_filesystem(uri: str) -> tuple["pafs.FileSystem", str]:
+    """The pyarrow filesystem and path for ``uri`` (S3 configured by the standard AWS environment)."""
+    import pyarrow.fs as pafs
+
+    return pafs.FileSystem.from_uri(absolute(uri))
 
 
 def join(base: str, *parts: str) -> str:
@@ -96,6 +109,7 @@ def write_bytes(uri: str, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide published outputs from other users
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
         os.replace(tmp, path)

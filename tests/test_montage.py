@@ -58,3 +58,22 @@ def test_mismatched_inputs_raise(tmp_path: Path) -> None:
     mixed = thumbnails(2) + thumbnails(1, size=32)
     with pytest.raises(ValueError, match="one size"):
         cluster_montage(mixed, np.zeros(3, dtype=int), ["NV"] * 3, out_path=tmp_path / "m.png")
+
+
+def test_captions_describe_the_whole_cluster_when_thumbnails_are_a_sample(tmp_path) -> None:
+    from unittest import mock
+
+    import skin_core.plots.montage as montage
+
+    thumbs = [np.full((16, 16, 3), 100, np.uint8)] * 2
+    seen = {}
+    real = montage.add_caption
+
+    def spy(fig, row, cluster, labels, *args, **kwargs):
+        seen[cluster] = list(labels)
+        return real(fig, row, cluster, labels, *args, **kwargs)
+
+    with mock.patch.object(montage, "add_caption", spy):
+        montage.cluster_montage(thumbs, np.array([0, 1]), ["NV", "MEL"], out_path=tmp_path / "m.png", per_row=2,
+                                population=(np.array([0, 0, 0, 1]), ["NV", "NV", "BCC", "MEL"]))
+    assert seen == {0: ["NV", "NV", "BCC"], 1: ["MEL"]}

@@ -151,6 +151,7 @@ def load_isic(root: str, check_images: bool = True) -> Manifest:
     ``check_images=False`` trusts the tables (no listing of the image folder):
     URIs point where the images would be, and nothing is rejected for a missing file.
     """
+    root = storage.absolute(root)  # image URIs are read later by other processes
     gt_uri, meta_uri = storage.join(root, GROUND_TRUTH), storage.join(root, METADATA)
     truth = read_table(gt_uri, ("image", *CLASSES))
     meta = read_table(meta_uri, METADATA_COLUMNS)

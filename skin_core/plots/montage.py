@@ -70,19 +70,26 @@ def check_montage_inputs(images: Sequence[np.ndarray], clusters: np.ndarray, lab
 
 def cluster_montage(images: Sequence[np.ndarray], clusters: np.ndarray, labels: Sequence[str], *,
                     out_path: str | Path, per_row: int = 12, distances: np.ndarray | None = None,
-                    thumb_px: int = 64, title: str = "Teacher clusters") -> Path:
+                    thumb_px: int = 64, title: str = "Teacher clusters",
+                    population: tuple[np.ndarray, Sequence[str]] | None = None) -> Path:
     """Write a PNG with one row per cluster (sorted ids) and a caption ``C3 n=57`` / class mix on its left.
 
     ``distances`` (one per image, to its cluster centroid) picks the most typical
     thumbnails; without it the first ``per_row`` of each cluster are shown.  The
     PNG is ``montage_size(n_clusters, per_row, thumb_px)`` pixels.  Returns the path.
+    ``population`` gives every image's (cluster, label) for the captions' size and
+    class mix where ``images`` is only the sample shown.
     """
     clusters = np.asarray(clusters)
     dist = None if distances is None else np.asarray(distances, dtype=float)
     check_montage_inputs(images, clusters, labels, dist)
     ids = [int(c) for c in np.unique(clusters)]
     mosaic = np.concatenate([row_strip(images, row_members(clusters, c, per_row, dist), per_row) for c in ids])
-    members = {c: [labels[i] for i in np.flatnonzero(clusters == c)] for c in ids}
+    # captions describe the whole cluster: ``population`` = (every image's cluster, its label) when the
+    # thumbnails are only a sample
+    every_cluster, every_label = (clusters, labels) if population is None else (np.asarray(population[0]),
+                                                                                 population[1])
+    members = {c: [every_label[i] for i in np.flatnonzero(every_cluster == c)] for c in ids}
     fig = draw_montage(mosaic, members, per_row, thumb_px, title)
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
