@@ -69,6 +69,47 @@ def cmd_partition(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_student(args: argparse.Namespace) -> int:
+    from raytasks.partition import PartitionResult
+    from raytasks.runtime import init_ray
+    from raytasks.settings import config_from_args
+    from raytasks.student import run_student
+    from skin_core.publish import require_publication
+
+    config = config_from_args(args)
+    init_ray()
+    partition = PartitionResult(require_publication(args.partition), reused=True)
+    result = run_student(args.data, args.teacher, partition, args.out, config, args.variant)
+    print(f"{result.variant} student at {result.folder}: {result.publication.counts}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from raytasks.evaluation import evaluate_external
+    from raytasks.runtime import init_ray
+    from skin_core.metrics.classification import comparison_table
+
+    init_ray()
+    reports = evaluate_external(args.model, args.data, args.out)
+    print(comparison_table(reports).round(3).to_string())
+    print(f"tables and figures in {args.out}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from skin_core.inference import predict_uris
+    from skin_core.models.bundle import load_bundle
+
+    model, card = load_bundle(args.model)
+    results = predict_uris(model, card, args.images)
+    for result in results:
+        if result.error:
+            print(f"{result.uri}: error: {result.error}", file=sys.stderr)
+        else:
+            print(f"{result.uri}: " + "  ".join(f"{name} {p:.3f}" for name, p in result.top(args.top)))
+    return 1 if any(r.error for r in results) else 0
+
+
 def cmd_pipeline(args: argparse.Namespace) -> int:
     from raytasks.pipeline import run_pipeline
     from raytasks.settings import config_from_args
@@ -118,6 +159,27 @@ def _parser() -> argparse.ArgumentParser:
     partition.add_argument("--teacher", required=True, help="teacher output (skin teacher --out)")
     partition.add_argument("--out", required=True, help="output folder or s3:// URI")
     partition.set_defaults(func=cmd_partition)
+
+    student = sub.add_parser("student", help="train one student variant (baseline or AT layers) on Ray Train")
+    add_config_args(student)
+    student.add_argument("--data", required=True, help="preprocessed output")
+    student.add_argument("--teacher", required=True, help="teacher output")
+    student.add_argument("--partition", required=True, help="partition output")
+    student.add_argument("--out", required=True)
+    student.add_argument("--variant", default="layer3+layer4", help="baseline, or layers joined by + (layer3+layer4)")
+    student.set_defaults(func=cmd_student)
+
+    evaluate = sub.add_parser("evaluate", help="evaluate a trained model on a dataset in the ISIC 2019 layout")
+    evaluate.add_argument("--model", required=True, help="a trained student (folder or s3:// URI)")
+    evaluate.add_argument("--data", required=True, help="dataset folder or s3:// URI in the ISIC 2019 layout")
+    evaluate.add_argument("--out", required=True, help="where the tables and figures go")
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    predict = sub.add_parser("predict", help="top classes with probabilities for each image")
+    predict.add_argument("images", nargs="+", help="image files or s3:// URIs")
+    predict.add_argument("--model", required=True, help="a trained student (folder or s3:// URI)")
+    predict.add_argument("--top", type=int, default=3)
+    predict.set_defaults(func=cmd_predict)
 
     pipeline = sub.add_parser("pipeline", help="run the whole pipeline (what `make demo` runs)")
     add_config_args(pipeline)

@@ -90,9 +90,23 @@ class StudentConfig:
     epochs: int = 100
     batch_size: int = 64
     lr: float = 0.01
-    at_beta: float = 1000.0
-    transfer_layers: tuple[str, ...] = ("layer3", "layer4")
-    imbalance: str = "none"  # none | weighted_ce | balanced_sampler
+    at_beta: float = 1000.0  # β of the reference code: loss = CE + β/2 · Σ_layers AT
+    # "baseline" (β = 0, no teacher) and attention-transfer layer sets such as "layer3+layer4"
+    variants: tuple[str, ...] = ("baseline", "layer3+layer4")
+    imbalance: str = "none"  # none | weighted_ce; the paper does not correct the imbalance
+    select_metric: str = "balanced_accuracy"  # validation metric that picks the kept epoch: accuracy | balanced_accuracy | macro_f1
+
+    def __post_init__(self) -> None:
+        for variant in self.variants:
+            layers = variant.split("+")
+            if variant != "baseline" and (not layers or set(layers) - set(LAYERS) or len(set(layers)) != len(layers)):
+                raise ConfigError(f"student.variants: {variant!r} is neither 'baseline' nor layers from "
+                                  f"{', '.join(LAYERS)} joined by '+'")
+        if self.select_metric not in ("accuracy", "balanced_accuracy", "macro_f1"):
+            raise ConfigError(f"student.select_metric: {self.select_metric!r}; use accuracy, balanced_accuracy "
+                              "or macro_f1")
+        if self.imbalance not in ("none", "weighted_ce"):
+            raise ConfigError(f"student.imbalance: {self.imbalance!r}; use none or weighted_ce")
 
 
 @dataclass(frozen=True)

@@ -31,10 +31,10 @@ def test_profiles_hold_the_paper_and_demo_settings() -> None:
 
 def test_overrides_are_typed() -> None:
     config = config_from_args(parse("--profile", "demo", "--set", "teacher.epochs=7",
-                                    "--set", "student.transfer_layers=[layer1, layer2]",
+                                    "--set", "student.variants=[baseline, layer1+layer2]",
                                     "--set", "teacher.lr=1"), ["data.path=s3://b/isic"])
     assert config.teacher.epochs == 7 and config.data.path == "s3://b/isic"
-    assert config.student.transfer_layers == ("layer1", "layer2")
+    assert config.student.variants == ("baseline", "layer1+layer2")
     assert isinstance(config.teacher.lr, float) and config.teacher.lr == 1.0
 
 
@@ -44,6 +44,8 @@ def test_overrides_are_typed() -> None:
     ("preprocess.remove_borders=1", r"preprocess.remove_borders: expected bool"),
     ("teacher.clusters=true", r"teacher.clusters: expected int, got True"),
     ("epochs", r"expected KEY=VALUE"),
+    ("student.variants=[layer5]", r"'layer5' is neither 'baseline' nor layers"),
+    ("student.select_metric=auc", r"student.select_metric: 'auc'"),
 ])
 def test_bad_overrides_name_the_field(override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
@@ -67,7 +69,7 @@ def test_yaml_round_trip_and_hash(tmp_path: Path) -> None:
     assert again == config and config_hash(again) == config_hash(config)
     assert config_hash(load_config(path, ["teacher.clusters=9"])) != config_hash(config)
     flat = flatten(to_dict(config))
-    assert flat["teacher.clusters"] == 8 and flat["student.transfer_layers"] == ["layer3", "layer4"]
+    assert flat["teacher.clusters"] == 8 and flat["student.variants"] == ["baseline", "layer3+layer4", "layer4"]
 
 
 def test_config_is_frozen() -> None:

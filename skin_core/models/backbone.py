@@ -63,7 +63,8 @@ class Backbone(nn.Module):
         self.head = nn.Linear(self.feature_dim, embedding_dim)
         load_backbone_weights(self, weights)
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def trunk(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The requested layer maps and the global-pooled features."""
         body = self.body
         out: dict[str, torch.Tensor] = {}
         h = body.maxpool(body.relu(body.bn1(body.conv1(x))))
@@ -71,7 +72,10 @@ class Backbone(nn.Module):
             h = getattr(body, name)(h)
             if name in self.layers:
                 out[name] = h
-        pooled = torch.flatten(body.avgpool(h), 1)
-        out["pooled"] = pooled
-        out["embedding"] = F.normalize(self.head(pooled), dim=1)
+        out["pooled"] = torch.flatten(body.avgpool(h), 1)
+        return out
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = self.trunk(x)
+        out["embedding"] = F.normalize(self.head(out["pooled"]), dim=1)
         return out
