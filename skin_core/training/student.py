@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from skin_core.data.transforms import random_flips, to_input
-from skin_core.training.teacher import autocast, average
+from skin_core.training.teacher import autocast, average, backward_step
 
 
 def freeze(teacher: nn.Module) -> nn.Module:
@@ -38,13 +38,7 @@ def student_step(student: nn.Module, x: torch.Tensor, y: torch.Tensor, objective
         out = student(x)
     maps = {k: v.float() for k, v in out.items() if k.startswith("layer")}
     loss, parts = objective(out["logits"].float(), y, maps, teacher_maps)  # raises when not finite
-    if scaler is not None:
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-    else:
-        loss.backward()
-        optimizer.step()
+    backward_step(loss, optimizer, scaler)
     return parts
 
 

@@ -94,14 +94,20 @@ def teacher_step(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, criter
     with autocast(x.device, amp):
         embeddings = model(x)["embedding"]
     loss, stats = criterion(embeddings.float(), labels)  # raises FloatingPointError when not finite
-    if scaler is not None:
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-    else:
+    backward_step(loss, optimizer, scaler)
+    return stats
+
+
+def backward_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer,
+                  scaler: torch.amp.GradScaler | None = None) -> None:
+    """Backpropagate and step, through the float16 loss scaler where one is in use."""
+    if scaler is None:
         loss.backward()
         optimizer.step()
-    return stats
+        return
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
 
 
 def train_epoch(model: nn.Module, images: torch.Tensor, pseudo_labels: np.ndarray, *, criterion: nn.Module,
