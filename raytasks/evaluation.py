@@ -111,9 +111,12 @@ class EvaluationResult:
     publication: Publication
     reused: bool
 
+    @property
+    def folder(self) -> str:
+        return self.publication.folder
+
     def table(self, set_name: str) -> pd.DataFrame:
-        return storage.read_csv(storage.join(self.publication.out, self.publication.run, f"table_{set_name}.csv"),
-                                index_col=0)
+        return storage.read_csv(storage.join(self.folder, f"table_{set_name}.csv"), index_col=0)
 
 
 def run_evaluation(preprocessed: str, partition: PartitionResult, students: list[StudentResult], out: str,
@@ -145,12 +148,13 @@ def evaluate_external(model_uri: str, data: str, out: str) -> dict[str, Classifi
     rows = predict(model_uri, dataset.map_batches(decode_labeled, batch_format="numpy"), ResourcesConfig(num_workers=1))
     rows["origin"] = origins.reindex(rows["image_id"]).to_numpy()
     groups = {"all": rows, **{f"{o}-only": g for o, g in rows.groupby("origin") if o in ("HAM", "BCN")}}
-    reports = {name: {card.variant: classification_report(g["label_idx"].to_numpy(), np.stack(g["probs"].to_numpy()))}
+    model = display_name(card.variant)
+    reports = {name: {model: classification_report(g["label_idx"].to_numpy(), np.stack(g["probs"].to_numpy()))}
                for name, g in groups.items()}
     run = start_run(storage.absolute(out))
     write_report_files(reports, {}, storage.join(storage.absolute(out), run))
     publish(storage.absolute(out), run, config_hash({"model": model_uri, "data": data}), {"images": len(rows)})
-    return {name: by_model[card.variant] for name, by_model in reports.items()}
+    return {name: by_model[model] for name, by_model in reports.items()}
 
 
 def format_tables(result: EvaluationResult, sets: tuple[str, ...] = SETS) -> str:

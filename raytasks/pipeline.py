@@ -13,9 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from raytasks.evaluation import EvaluationResult, format_tables, run_evaluation
 from raytasks.partition import PartitionResult, format_partition, run_partition
 from raytasks.preprocess import PreprocessResult, format_result, run_preprocess
 from raytasks.runtime import init_ray
+from raytasks.student import StudentResult, run_student
 from raytasks.teacher import ASSIGNMENTS, TeacherResult, format_teacher, run_teacher
 from skin_core import storage
 from skin_core.clustering.factors import factor_nmi
@@ -35,6 +37,8 @@ class PipelineResult:
     preprocessed: PreprocessResult
     teacher: TeacherResult
     partition: PartitionResult
+    students: tuple[StudentResult, ...]
+    evaluation: EvaluationResult
     factor_nmi: dict[str, float]
     report: str
 
@@ -73,6 +77,18 @@ def _factor_scores(data_path: str, teacher: TeacherResult) -> dict[str, float]:
     return factor_nmi(storage.read_csv(teacher.uri(ASSIGNMENTS)), storage.read_csv(factors_uri))
 
 
+def run_students(config: PipelineConfig, preprocessed_uri: str, teacher_uri: str,
+                 partition: PartitionResult) -> tuple[StudentResult, ...]:
+    """The baseline and every AT variant, each in its own stage folder (a new variant reuses the rest)."""
+    students = []
+    for variant in config.student.variants:
+        out = stage_dir(config, "student", partition.publication.config_hash, config.model, config.student,
+                        variant, config.seed)
+        logger.info("student %s -> %s", variant, out)
+        students.append(run_student(preprocessed_uri, teacher_uri, partition, out, config, variant))
+    return tuple(students)
+
+
 def run_pipeline(config: PipelineConfig) -> PipelineResult:
     data_path = ensure_dataset(config)
     summary = summarize(load_isic(data_path))
@@ -85,7 +101,12 @@ def run_pipeline(config: PipelineConfig) -> PipelineResult:
     teacher = run_teacher(preprocessed_uri, teacher_uri, config)
     partition = run_partition(teacher_uri, stage_dir(config, "partition", teacher_uri, config.partition),
                               config.partition)
+    students = run_students(config, preprocessed_uri, teacher_uri, partition)
+    evaluation = run_evaluation(preprocessed_uri, partition, list(students),
+                                stage_dir(config, "evaluation", *[s.publication.config_hash for s in students]),
+                                config.resources)
     scores = _factor_scores(data_path, teacher)
     report = "\n\n".join([format_summary(summary), format_result(preprocessed), format_teacher(teacher, scores),
-                          format_partition(partition)])
-    return PipelineResult(data_path, summary, preprocessed, teacher, partition, scores, report)
+                          format_partition(partition), format_tables(evaluation)])
+    return PipelineResult(data_path, summary, preprocessed, teacher, partition, students, evaluation, scores,
+                          report)

@@ -37,7 +37,7 @@ from skin_core.data.transforms import decode_pngs
 from skin_core.distributed import broadcast_from_root, gather_to_root
 from skin_core.losses.attention_transfer import StudentObjective
 from skin_core.metrics.classification import classification_report
-from skin_core.models import Backbone
+from skin_core.models import Backbone, check_transfer_layers
 from skin_core.models.bundle import ModelCard, save_bundle
 from skin_core.models.classifier import Classifier
 from skin_core.publish import Publication, publish, require_publication, reusable, start_run
@@ -85,7 +85,7 @@ class StudentResult:
 
     @property
     def folder(self) -> str:
-        return storage.join(self.publication.out, self.publication.run)
+        return self.publication.folder
 
 
 # ---------------------------------------------------------------- worker side
@@ -213,8 +213,9 @@ def student_key(preprocessed: Publication, teacher: Publication | None, partitio
 
 def fit_student(preprocessed: str, splits: pd.DataFrame, out: str, spec: StudentSpec, config: PipelineConfig,
                 key: str) -> ray.train.Result:
+    # iter_torch_batches cannot make tensors of strings: the loop sees only pixels and labels
     datasets = {name: split_dataset(preprocessed, splits.loc[splits["split"] == name, "image_id"].tolist())
-                for name in ("train", "val")}
+                .select_columns(["pixels", "label_idx"]) for name in ("train", "val")}
     trainer = TorchTrainer(
         student_loop, train_loop_config={"spec": spec}, datasets=datasets,
         scaling_config=scaling_config(config.resources),
@@ -228,6 +229,7 @@ def run_student(preprocessed: str, teacher: str, partition: PartitionResult, out
                 variant: str) -> StudentResult:
     """Train one variant (``baseline`` or transfer layers) and publish its best weights and history."""
     preprocessed, teacher, out = storage.absolute(preprocessed), storage.absolute(teacher), storage.absolute(out)
+    check_transfer_layers(variant_layers(variant), config.preprocess.size)  # before any work is done
     teacher_pub = require_publication(teacher) if variant != BASELINE else None
     key = student_key(require_publication(preprocessed), teacher_pub, partition.publication, config, variant)
     if (existing := reusable(out, key)) is not None:

@@ -39,6 +39,11 @@ class Publication:
     counts: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def folder(self) -> str:
+        """The published run folder (``out/run-<id>``)."""
+        return storage.join(self.out, self.run)
+
     def uris(self, suffix: str = "") -> list[str]:
         return [storage.join(self.out, f) for f in self.files if f.endswith(suffix)]
 

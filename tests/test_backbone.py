@@ -6,7 +6,8 @@ import pytest
 import torch
 from torchvision import models
 
-from skin_core.models import Backbone, WeightsError, WeightsUnavailable, load_backbone_weights
+from skin_core.config import LAYERS
+from skin_core.models import Backbone, WeightsError, WeightsUnavailable, check_transfer_layers, layer_grid, load_backbone_weights
 from skin_core.models.weights import imagenet_cache_path
 
 
@@ -120,3 +121,15 @@ def test_imagenet_loads_from_cache(tmp_path, monkeypatch) -> None:
     model = Backbone("resnet18", embedding_dim=8, weights="imagenet")
     assert torch.equal(model.body.conv1.weight, cached.conv1.weight)
     assert torch.equal(model.body.layer2[0].conv1.weight, cached.layer2[0].conv1.weight)
+
+
+@pytest.mark.parametrize("size", [32, 33, 48, 100])
+def test_layer_grid_matches_the_real_feature_maps(size: int) -> None:
+    out = Backbone("resnet18", 8).eval()(torch.zeros(1, 3, size, size))
+    assert {k: out[k].shape[-1] for k in LAYERS} == {k: layer_grid(k, size) for k in LAYERS}
+
+
+def test_transfer_from_a_one_cell_map_is_refused() -> None:
+    check_transfer_layers(("layer3", "layer4"), 33)  # 2×2 maps: fine
+    with pytest.raises(ValueError, match=r"layer4 at 32 px.*1×1.*size >= 33"):
+        check_transfer_layers(("layer3", "layer4"), 32)

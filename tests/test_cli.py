@@ -7,21 +7,29 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from raytasks.pipeline import run_pipeline
+from raytasks.pipeline import PipelineResult, run_pipeline
+from raytasks.student import HISTORY
+from skin_cli.main import main
 from skin_core import storage
+from skin_core.classes import CLASSES
 from skin_core.config import PipelineConfig, from_dict
+from skin_core.data.isic import load_isic
+from skin_core.models.bundle import load_bundle
+from skin_core.publish import require_publication
 
 
-def tiny_pipeline(out: str) -> PipelineConfig:
-    """The smallest pipeline that still exercises every stage (a minute on 2 cores)."""
+def tiny_pipeline(out: str, variants: tuple[str, ...] = ("baseline", "layer3")) -> PipelineConfig:
+    """The smallest pipeline that still exercises every stage (a minute or two on 2 cores)."""
     return from_dict(PipelineConfig, {
         "profile": "test", "out": out, "data": {"synthetic_n": 120, "synthetic_size": 48},
         "preprocess": {"size": 32}, "model": {"arch": "resnet18", "embedding_dim": 16},
         "teacher": {"epochs": 1, "clusters": 8, "pca_dim": 8, "batch_size": 16},
         "partition": {"test_clusters": 1},
+        "student": {"epochs": 1, "batch_size": 16, "variants": list(variants)},
         "resources": {"num_workers": 2, "cpus_per_worker": 0.5, "data_cpus": 1.0}})
 
 
@@ -53,27 +61,103 @@ def test_bad_synth_arguments_are_one_clear_line(tmp_path: Path) -> None:
     assert result.returncode == 2 and "Traceback" not in result.stderr and "skin synth: error" in result.stderr
 
 
-@pytest.mark.usefixtures("ray_local")
-def test_pipeline_on_the_synthetic_default_is_idempotent(tmp_path: Path) -> None:
-    config = tiny_pipeline(str(tmp_path / "run"))
-    first = run_pipeline(config)
-    assert first.dataset.images == 120 and first.preprocessed.counts["written"] == 120
-    assert first.teacher.publication.counts["images"] == 120
-    splits = first.partition.table()
+@pytest.fixture(scope="module")
+def tiny_run(ray_local: None, tmp_path_factory: pytest.TempPathFactory) -> PipelineResult:
+    """One tiny pipeline run (baseline and AT layer3), shared by the tests below."""
+    return run_pipeline(tiny_pipeline(str(tmp_path_factory.mktemp("tiny") / "run")))
+
+
+def test_pipeline_runs_every_stage_on_the_synthetic_default(tiny_run: PipelineResult) -> None:
+    assert tiny_run.dataset.images == 120 and tiny_run.preprocessed.counts["written"] == 120
+    assert tiny_run.teacher.publication.counts["images"] == 120
+    splits = tiny_run.partition.table()
     assert len(splits) == 120 and set(splits["split"]) == {"train", "val", "test"}
-    assert set(first.factor_nmi) >= {"label", "origin", "border", "hair", "ruler", "lighting"}
-    for section in ("borders removed", "per class", "cluster NMI", "held-out clusters"):
-        assert section in first.report
-    again = run_pipeline(config)
-    assert again.preprocessed.reused and again.teacher.reused and again.partition.reused
-    assert again.data_path == first.data_path
+    assert set(tiny_run.factor_nmi) >= {"label", "origin", "border", "hair", "ruler", "lighting"}
+    for section in ("borders removed", "per class", "cluster NMI", "held-out clusters", "balanced_accuracy"):
+        assert section in tiny_run.report
+
+
+def test_students_train_the_baseline_and_an_attention_transfer_variant(tiny_run: PipelineResult) -> None:
+    histories = {s.variant: storage.read_csv(storage.join(s.folder, HISTORY)) for s in tiny_run.students}
+    assert set(histories) == {"baseline", "layer3"}
+    assert (histories["baseline"]["at"] == 0).all()
+    assert (histories["baseline"]["loss"] == histories["baseline"]["ce"]).all()
+    # the transfer term is live: positive, and it is what separates loss from CE
+    assert (histories["layer3"]["at_layer3"] > 0).all()
+    at = histories["layer3"]
+    assert ((at["loss"] - at["ce"] - at["at"]).abs() < 1e-4).all()
+    for s in tiny_run.students:
+        model, card = load_bundle(s.folder)
+        assert card.variant == s.variant and card.preprocess.size == 32
+
+
+def test_evaluation_writes_the_paper_tables_and_figures(tiny_run: PipelineResult) -> None:
+    evaluation = tiny_run.evaluation
+    table = evaluation.table("val")
+    assert list(table.index) == ["baseline", "AT layer3"]
+    assert {"accuracy", "balanced_accuracy", "macro_f1", "F1 MEL", "F1 BCC", "F1 SCC"} <= set(table.columns)
+    assert table["accuracy"].between(0, 1).all()
+    files = {uri.rsplit("/", 1)[-1] for uri in evaluation.publication.uris()}
+    assert {"table_val.csv", "table_test.csv", "metrics.json", "pr_curves_val.png", "pr_curves_test.png",
+            "confusion_baseline_val.png", "confusion_AT_layer3_val.png", "learning_curves_layer3.png"} <= files
+    for name in files:
+        if name.endswith(".png"):
+            assert storage.read_bytes(storage.join(evaluation.folder, name))[:8] == b"\x89PNG\r\n\x1a\n"
+    metrics = json.loads(storage.read_bytes(storage.join(evaluation.folder, "metrics.json")))
+    assert metrics["val"]["baseline"]["accuracy"] == pytest.approx(table.loc["baseline", "accuracy"], abs=1e-9)
+
+
+def test_rerun_reuses_every_stage(tiny_run: PipelineResult) -> None:
+    again = run_pipeline(tiny_pipeline(tiny_run.preprocessed.publication.out.rsplit("/preprocessed/", 1)[0]))
+    stages = [again.preprocessed, again.teacher, again.partition, *again.students, again.evaluation]
+    assert all(stage.reused for stage in stages)
+    assert again.data_path == tiny_run.data_path
+    assert again.evaluation.publication.run == tiny_run.evaluation.publication.run
+
+
+def test_predict_gives_top_classes_and_a_clear_error_for_a_broken_image(
+        tiny_run: PipelineResult, isic_sample: Path, tmp_path: Path) -> None:
+    images = sorted((isic_sample / "ISIC_2019_Training_Input").glob("*.jpg"))[:3]
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg")
+    result = skin("predict", str(images[0]), str(broken), *map(str, images[1:]), "--model",
+                  tiny_run.students[0].folder, "--top", "2")
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    assert [l.split(":")[0] for l in lines] == [str(images[0]), *map(str, images[1:])]
+    for line in lines:
+        probs = [float(w) for w in line.split(": ", 1)[1].split()[1::2]]
+        assert len(probs) == 2 and probs[0] >= probs[1] and 0 < sum(probs) <= 1 + 1e-6
+    assert f"{broken}: error:" in result.stderr
+
+
+def test_evaluate_an_external_dataset_by_origin(tiny_run: PipelineResult, isic_sample: Path, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture) -> None:
+    model = tiny_run.students[1].folder
+    code = main(["evaluate", "--model", model, "--data", str(isic_sample), "--out", str(tmp_path / "ext")])
+    out = capsys.readouterr().out
+    assert code == 0
+    metrics = json.loads(storage.read_bytes(storage.join(require_publication(str(tmp_path / "ext")).folder,
+                                                         "metrics.json")))
+    assert set(metrics) == {"all", "HAM-only", "BCN-only"}
+    confusion = {name: np.asarray(m["AT layer3"]["confusion"]) for name, m in metrics.items()}
+    manifest = load_isic(str(isic_sample)).frame
+    assert confusion["all"].sum() == len(manifest)
+    assert confusion["BCN-only"].sum() == (manifest["origin"] == "BCN").sum()
+    assert confusion["BCN-only"].sum(axis=1).tolist() == [
+        int(((manifest["origin"] == "BCN") & (manifest["label"] == c)).sum()) for c in CLASSES]
+    for name in ("all", "HAM-only", "BCN-only"):
+        assert name in out
+    assert storage.exists(str(tmp_path / "ext" / "_COMPLETE.json"))
 
 
 @pytest.mark.usefixtures("ray_local")
 def test_pipeline_with_everything_on_s3(s3_bucket: str) -> None:
-    result = run_pipeline(tiny_pipeline(f"{s3_bucket}/run"))
+    result = run_pipeline(tiny_pipeline(f"{s3_bucket}/run", variants=("layer3",)))
     assert result.data_path.startswith(s3_bucket) and result.preprocessed.counts["written"] == 120
-    for stage in (result.preprocessed, result.teacher, result.partition):
+    for stage in (result.preprocessed, result.teacher, result.partition, *result.students, result.evaluation):
         assert all(uri.startswith(f"{s3_bucket}/run/") for uri in stage.publication.uris())
     # Ray Train checkpoints went to the bucket too
     assert any("checkpoint_" in key for key in storage.list_tree(f"{s3_bucket}/run/teacher"))
+    assert any("checkpoint_" in key for key in storage.list_tree(f"{s3_bucket}/run/student"))
+    assert list(result.evaluation.table("val").index) == ["AT layer3"]

@@ -1,6 +1,6 @@
 """ResNet backbone with an embedding head, and its initial weights."""
 
-from .backbone import ARCHS, Backbone, build_resnet
+from .backbone import ARCHS, Backbone, build_resnet, check_transfer_layers, layer_grid
 from .weights import WeightsError, WeightsUnavailable, load_backbone_weights
 
 __all__ = [
@@ -9,5 +9,7 @@ __all__ = [
     "WeightsError",
     "WeightsUnavailable",
     "build_resnet",
+    "check_transfer_layers",
+    "layer_grid",
     "load_backbone_weights",
 ]

@@ -27,6 +27,24 @@ ARCHS: dict[str, tuple[Callable[..., models.ResNet], int]] = {
 }
 
 
+# Downsampling of each torchvision ResNet stage relative to the input (stem /4, then /2 per later stage).
+LAYER_STRIDES = {"layer1": 4, "layer2": 8, "layer3": 16, "layer4": 32}
+
+
+def layer_grid(layer: str, size: int) -> int:
+    """Side of ``layer``'s feature map for a ``size``×``size`` input (ceil, as the strided convs round up)."""
+    return -(-size // LAYER_STRIDES[layer])
+
+
+def check_transfer_layers(layers: Sequence[str], size: int) -> None:
+    """ValueError when a transfer layer's map is a single cell: its attention map is always 1, AT is always 0."""
+    flat = [k for k in layers if layer_grid(k, size) < 2]
+    if flat:
+        raise ValueError(f"attention transfer from {', '.join(flat)} at {size} px: the feature map is 1×1, so the "
+                         f"transfer term is always 0; use preprocess.size >= {max(LAYER_STRIDES[k] for k in flat) + 1} "
+                         f"or earlier layers")
+
+
 def build_resnet(arch: str) -> models.ResNet:
     """A randomly initialised torchvision ResNet without its classifier (``fc`` is Identity)."""
     if arch not in ARCHS:
