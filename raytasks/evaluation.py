@@ -24,13 +24,11 @@ from raytasks.partition import PartitionResult
 from raytasks.preprocess import read_shards, run_preprocess
 from raytasks.student import BASELINE, HISTORY, StudentResult, split_dataset, decode_labeled
 from skin_core import storage
-from skin_core.classes import CLASSES
 from skin_core.config import ResourcesConfig, config_hash
-from skin_core.data.isic import load_isic
 from skin_core.metrics.classification import ClassificationReport, classification_report, comparison_table
 from skin_core.models.bundle import load_bundle
 from skin_core.plots.evaluation import confusion_matrix_plot, learning_curves, pr_curves
-from skin_core.publish import Publication, publish, require_publication, reusable, start_run
+from skin_core.publish import Publication, publish, reusable, start_run
 from skin_core.training.student import predict_probs
 
 logger = logging.getLogger(__name__)
@@ -114,6 +112,10 @@ class EvaluationResult:
     @property
     def folder(self) -> str:
         return self.publication.folder
+
+    def metrics(self) -> dict:
+        """{set: {model: ClassificationReport.to_dict()}} as published in metrics.json."""
+        return json.loads(storage.read_bytes(storage.join(self.folder, "metrics.json")))
 
     def table(self, set_name: str) -> pd.DataFrame:
         return storage.read_csv(storage.join(self.folder, f"table_{set_name}.csv"), index_col=0)

@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -168,9 +169,11 @@ def student_loop(loop_config: dict) -> None:
             group["lr"] = s.lr * 0.5 * (1 + math.cos(math.pi * epoch / s.epochs))
         batches = ((b["pixels"], b["label_idx"]) for b in ray.train.get_dataset_shard("train").iter_torch_batches(
             batch_size=s.batch_size, local_shuffle_buffer_size=4 * s.batch_size, local_shuffle_seed=spec.seed + epoch))
+        start = time.perf_counter()
         stats = train_epoch(model, batches, objective, optimizer, device, teacher=teacher, generator=generator,
                             amp=spec.amp)
         metrics = {"epoch": epoch, "attempt_first_epoch": first, "lr": optimizer.param_groups[0]["lr"], **stats,
+                   "train_s": time.perf_counter() - start,  # this worker's training time (benchmarks read it)
                    **_validate(model, ray.train.get_dataset_shard("val"), device, spec.amp)}
         if metrics[f"val_{s.select_metric}"] > best or best_state is None:
             best, best_state = metrics[f"val_{s.select_metric}"], copy.deepcopy(_unwrap(model).state_dict())
@@ -212,7 +215,7 @@ def student_key(preprocessed: Publication, teacher: Publication | None, partitio
 
 
 def fit_student(preprocessed: str, splits: pd.DataFrame, out: str, spec: StudentSpec, config: PipelineConfig,
-                key: str) -> ray.train.Result:
+                key: str, callbacks: tuple = ()) -> ray.train.Result:
     # iter_torch_batches cannot make tensors of strings: the loop sees only pixels and labels
     datasets = {name: split_dataset(preprocessed, splits.loc[splits["split"] == name, "image_id"].tolist())
                 .select_columns(["pixels", "label_idx"]) for name in ("train", "val")}
@@ -221,13 +224,16 @@ def fit_student(preprocessed: str, splits: pd.DataFrame, out: str, spec: Student
         scaling_config=scaling_config(config.resources),
         run_config=RunConfig(name=f"student-{key}", storage_path=storage_path(storage.join(out, "checkpoints")),
                              failure_config=FailureConfig(max_failures=config.resources.max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=2)))
+                             checkpoint_config=CheckpointConfig(num_to_keep=2), callbacks=list(callbacks)))
     return trainer.fit()
 
 
 def run_student(preprocessed: str, teacher: str, partition: PartitionResult, out: str, config: PipelineConfig,
-                variant: str) -> StudentResult:
-    """Train one variant (``baseline`` or transfer layers) and publish its best weights and history."""
+                variant: str, callbacks: tuple = ()) -> StudentResult:
+    """Train one variant (``baseline`` or transfer layers) and publish its best weights and history.
+
+    ``callbacks`` are Ray Train callbacks (a Tune trial passes ``TuneReportCallback``).
+    """
     preprocessed, teacher, out = storage.absolute(preprocessed), storage.absolute(teacher), storage.absolute(out)
     check_transfer_layers(variant_layers(variant), config.preprocess.size)  # before any work is done
     teacher_pub = require_publication(teacher) if variant != BASELINE else None
@@ -241,7 +247,7 @@ def run_student(preprocessed: str, teacher: str, partition: PartitionResult, out
         teacher_arch=config.model.arch, teacher_embedding_dim=config.model.embedding_dim,
         class_weights=class_weights(splits.loc[splits["split"] == "train", "label"], config.student.imbalance),
         seed=config.seed, amp=config.resources.use_gpu)
-    result = fit_student(preprocessed, splits, out, spec, config, key)
+    result = fit_student(preprocessed, splits, out, spec, config, key, callbacks)
     return StudentResult(variant, _publish(result, out, key, variant, config.model.arch, config.preprocess), False)
 
 

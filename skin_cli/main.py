@@ -19,6 +19,9 @@ from skin_core.publish import PublishError
 
 logger = logging.getLogger("skin")
 
+MODEL_HELP = ("a trained student: folder, s3:// URI, or models:/NAME@ALIAS from the MLflow registry "
+              "(MLFLOW_TRACKING_URI says which)")
+
 
 def cmd_info(args: argparse.Namespace) -> int:
     manifest = load_isic(args.data, check_images=not args.no_images)
@@ -89,18 +92,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from raytasks.runtime import init_ray
     from skin_core.metrics.classification import comparison_table
 
+    from raytasks.registry import resolve_model
+
     init_ray()
-    reports = evaluate_external(args.model, args.data, args.out)
+    reports = evaluate_external(resolve_model(args.model), args.data, args.out)
     print(comparison_table(reports).round(3).to_string())
     print(f"tables and figures in {args.out}")
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from raytasks.registry import resolve_model
     from skin_core.inference import predict_uris
     from skin_core.models.bundle import load_bundle
 
-    model, card = load_bundle(args.model)
+    model, card = load_bundle(resolve_model(args.model))
     results = predict_uris(model, card, args.images)
     for result in results:
         if result.error:
@@ -117,6 +123,18 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     shortcuts = [f"data.path={args.data}"] if args.data else []
     shortcuts += [f"out={args.out}"] if args.out else []
     print(run_pipeline(config_from_args(args, shortcuts)).report)
+    return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from raytasks.settings import config_from_args
+    from raytasks.tune import run_tune
+
+    shortcuts = [f"data.path={args.data}"] if args.data else []
+    shortcuts += [f"out={args.out}"] if args.out else []
+    result = run_tune(config_from_args(args, shortcuts))
+    print(result.table.round(4).to_string(index=False))
+    print(f"best student: {result.best_folder}" + (f"; registered as {result.registered}" if result.registered else ""))
     return 0
 
 
@@ -170,14 +188,14 @@ def _parser() -> argparse.ArgumentParser:
     student.set_defaults(func=cmd_student)
 
     evaluate = sub.add_parser("evaluate", help="evaluate a trained model on a dataset in the ISIC 2019 layout")
-    evaluate.add_argument("--model", required=True, help="a trained student (folder or s3:// URI)")
+    evaluate.add_argument("--model", required=True, help=MODEL_HELP)
     evaluate.add_argument("--data", required=True, help="dataset folder or s3:// URI in the ISIC 2019 layout")
     evaluate.add_argument("--out", required=True, help="where the tables and figures go")
     evaluate.set_defaults(func=cmd_evaluate)
 
     predict = sub.add_parser("predict", help="top classes with probabilities for each image")
     predict.add_argument("images", nargs="+", help="image files or s3:// URIs")
-    predict.add_argument("--model", required=True, help="a trained student (folder or s3:// URI)")
+    predict.add_argument("--model", required=True, help=MODEL_HELP)
     predict.add_argument("--top", type=int, default=3)
     predict.set_defaults(func=cmd_predict)
 
@@ -186,6 +204,12 @@ def _parser() -> argparse.ArgumentParser:
     pipeline.add_argument("--data", help="dataset folder or s3:// URI (default: the synthetic set)")
     pipeline.add_argument("--out", help="output folder or s3:// URI")
     pipeline.set_defaults(func=cmd_pipeline)
+
+    tune = sub.add_parser("tune", help="Ray Tune search over MS-loss margins, K, transfer layers, β and lr")
+    add_config_args(tune)
+    tune.add_argument("--data", help="dataset folder or s3:// URI (default: the synthetic set)")
+    tune.add_argument("--out", help="output folder or s3:// URI")
+    tune.set_defaults(func=cmd_tune)
     return parser
 
 
@@ -196,7 +220,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Callable[[argparse.Namespace], int] = args.func
     try:
         return handler(args)
-    except (DatasetError, PublishError, PartitionError, ValueError, FileNotFoundError) as err:
+    except (DatasetError, PublishError, PartitionError, ValueError, FileNotFoundError,
+            ConnectionError) as err:  # ConnectionError: raytasks.tracking.TrackingError (server down)
         # Input problems are the user's to fix: one clear line, no traceback.
         print(f"skin {args.command}: error: {err}", file=sys.stderr)
         return 2

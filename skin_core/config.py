@@ -122,10 +122,42 @@ class ResourcesConfig:
 
 @dataclass(frozen=True)
 class TrackingConfig:
-    """MLflow; an empty URI means a local SQLite store under the output folder."""
+    """MLflow.  An empty URI means ``MLFLOW_TRACKING_URI``, else a local SQLite store beside the outputs."""
 
+    enabled: bool = True
     tracking_uri: str = ""
     experiment: str = "skin-lesion"
+    registered_model: str = "skin-lesion-student"  # the best student's name in the model registry
+    alias: str = "champion"  # moved to a new version only when it beats the current holder
+    timeout_s: float = 10.0  # an unreachable server fails within this, instead of hanging
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    """Ray Tune search; each list is the set of choices (one value fixes the parameter)."""
+
+    num_samples: int = 8
+    max_concurrent: int = 1  # trials at once; each takes ``resources`` for its Ray Train workers
+    grace_period: int = 1  # epochs before ASHA may stop a trial
+    ms_alpha: tuple[float, ...] = (1.0, 2.0, 4.0)
+    ms_beta: tuple[float, ...] = (20.0, 50.0)
+    ms_base: tuple[float, ...] = (0.5, 1.0)
+    miner_epsilon: tuple[float, ...] = (0.1,)
+    clusters: tuple[int, ...] = (8, 16, 32)
+    layers: tuple[str, ...] = ()  # AT layer sets; empty means all 15 non-empty subsets of layer1..layer4
+    layers_grid: bool = False  # every layer set once per sample (the paper's comparison) instead of a random draw
+    at_beta: tuple[float, ...] = (500.0, 1000.0, 2000.0)
+    lr: tuple[float, ...] = (0.003, 0.03)  # log-uniform between the two bounds; one value fixes it
+
+    def __post_init__(self) -> None:
+        if self.num_samples < 1 or self.max_concurrent < 1:
+            raise ConfigError("tune.num_samples and tune.max_concurrent must be >= 1")
+        if not 1 <= len(self.lr) <= 2:
+            raise ConfigError(f"tune.lr: one value or [low, high], got {list(self.lr)}")
+        for name in ("ms_alpha", "ms_beta", "ms_base", "miner_epsilon", "clusters", "at_beta"):
+            if not getattr(self, name):
+                raise ConfigError(f"tune.{name}: give at least one value")
+        StudentConfig(variants=self.layers)  # the same check as student.variants
 
 
 @dataclass(frozen=True)
@@ -143,6 +175,7 @@ class PipelineConfig:
     student: StudentConfig = field(default_factory=StudentConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:

@@ -27,16 +27,18 @@ class ImagePrediction:
         return [(CLASSES[i], float(self.probs[i])) for i in order]
 
 
-def predict_uris(model: torch.nn.Module, card: ModelCard, uris: list[str]) -> list[ImagePrediction]:
-    """One prediction per URI; an unreadable or rejected image gets its error, the rest are predicted."""
+def predict_uris(model: torch.nn.Module, card: ModelCard, sources: list[str | bytes]) -> list[ImagePrediction]:
+    """One prediction per image (a path, an s3:// URI or encoded bytes); a bad one gets its error, the rest are predicted."""
     results = []
-    for uri in uris:
+    for i, source in enumerate(sources):
+        name = f"image {i} (bytes)" if isinstance(source, bytes) else source
         try:
+            data = source if isinstance(source, bytes) else storage.read_bytes(source)
             p = card.preprocess
-            done = preprocess_image(storage.read_bytes(uri), size=p.size, min_side=p.min_side,
-                                    remove_borders=p.remove_borders, mode=p.resize_mode, name=uri)
+            done = preprocess_image(data, size=p.size, min_side=p.min_side, remove_borders=p.remove_borders,
+                                    mode=p.resize_mode, name=name)
         except (ImageRejected, OSError) as err:
-            results.append(ImagePrediction(uri, error=str(err) or type(err).__name__))
+            results.append(ImagePrediction(name, error=str(err) or type(err).__name__))
             continue
-        results.append(ImagePrediction(uri, probs=predict_probs(model, done.image[None])[0]))
+        results.append(ImagePrediction(name, probs=predict_probs(model, done.image[None])[0]))
     return results

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
+import os
 import socket
 import subprocess
 import sys
@@ -13,6 +15,7 @@ from typing import Iterator
 import pytest
 
 from skin_core import storage
+from skin_core.config import PipelineConfig, load_config
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
@@ -30,6 +33,14 @@ def shared_data() -> Path:
 def isic_sample(shared_data: Path) -> Path:
     """The 211 real ISIC 2019 training images in the challenge layout."""
     return shared_data / "isic2019" / "sample"
+
+
+def tiny_config(out: str, variants: tuple[str, ...] = ("baseline", "layer3"),
+                tracking: dict | None = None) -> PipelineConfig:
+    """The ``smoke`` profile (every stage, a minute or two on 2 cores) writing to ``out``."""
+    config = load_config(REPO_ROOT / "jobs" / "configs" / "smoke.yaml", [f"out={out}"])
+    return replace(config, student=replace(config.student, variants=tuple(variants)),
+                   tracking=replace(config.tracking, **(tracking or {})))
 
 
 def _free_port() -> int:
@@ -100,3 +111,35 @@ def ray_local(s3_server: str) -> Iterator[None]:
         yield
     finally:
         ray.shutdown()
+
+
+S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+          "AWS_REGION": "us-east-1"}
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(s3_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real ``mlflow server`` on loopback: SQLite backend, artifacts proxied into the loopback S3 bucket."""
+    import boto3
+
+    env = {**os.environ, **S3_ENV, "AWS_ENDPOINT_URL": s3_server, "MLFLOW_S3_ENDPOINT_URL": s3_server}
+    boto3.client("s3", endpoint_url=s3_server, **{k.lower(): v for k, v in S3_ENV.items()
+                                                 if k.startswith("AWS_") and "KEY" in k},
+                 region_name="us-east-1").create_bucket(Bucket=MLFLOW_BUCKET)
+    folder = tmp_path_factory.mktemp("mlflow")
+    port = _free_port()
+    log = (folder / "server.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}", "--artifacts-destination",
+         f"s3://{MLFLOW_BUCKET}/artifacts"], stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        _wait_for_port(port, proc, timeout=90)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        log.close()
+
+
+MLFLOW_BUCKET = "mlflow-store"

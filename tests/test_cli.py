@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,24 +14,14 @@ import pytest
 
 from raytasks.pipeline import PipelineResult, run_pipeline
 from raytasks.student import HISTORY
+from conftest import MLFLOW_BUCKET, tiny_config
+from mlflow import MlflowClient
 from skin_cli.main import main
 from skin_core import storage
 from skin_core.classes import CLASSES
-from skin_core.config import PipelineConfig, from_dict
 from skin_core.data.isic import load_isic
 from skin_core.models.bundle import load_bundle
 from skin_core.publish import require_publication
-
-
-def tiny_pipeline(out: str, variants: tuple[str, ...] = ("baseline", "layer3")) -> PipelineConfig:
-    """The smallest pipeline that still exercises every stage (a minute or two on 2 cores)."""
-    return from_dict(PipelineConfig, {
-        "profile": "test", "out": out, "data": {"synthetic_n": 120, "synthetic_size": 48},
-        "preprocess": {"size": 32}, "model": {"arch": "resnet18", "embedding_dim": 16},
-        "teacher": {"epochs": 1, "clusters": 8, "pca_dim": 8, "batch_size": 16},
-        "partition": {"test_clusters": 1},
-        "student": {"epochs": 1, "batch_size": 16, "variants": list(variants)},
-        "resources": {"num_workers": 2, "cpus_per_worker": 0.5, "data_cpus": 1.0}})
 
 
 def skin(*args: str) -> subprocess.CompletedProcess:
@@ -64,7 +55,7 @@ def test_bad_synth_arguments_are_one_clear_line(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def tiny_run(ray_local: None, tmp_path_factory: pytest.TempPathFactory) -> PipelineResult:
     """One tiny pipeline run (baseline and AT layer3), shared by the tests below."""
-    return run_pipeline(tiny_pipeline(str(tmp_path_factory.mktemp("tiny") / "run")))
+    return run_pipeline(tiny_config(str(tmp_path_factory.mktemp("tiny") / "run")))
 
 
 def test_pipeline_runs_every_stage_on_the_synthetic_default(tiny_run: PipelineResult) -> None:
@@ -105,10 +96,50 @@ def test_evaluation_writes_the_paper_tables_and_figures(tiny_run: PipelineResult
             assert storage.read_bytes(storage.join(evaluation.folder, name))[:8] == b"\x89PNG\r\n\x1a\n"
     metrics = json.loads(storage.read_bytes(storage.join(evaluation.folder, "metrics.json")))
     assert metrics["val"]["baseline"]["accuracy"] == pytest.approx(table.loc["baseline", "accuracy"], abs=1e-9)
+    page = (run_folder(tiny_run) / "report.html").read_text()
+    for heading in ("Metric teacher", "Cluster-based partition", "Precision-recall curves", "Confusion matrices",
+                    "Learning curves"):
+        assert heading in page
+    assert page.count("data:image/png;base64,") >= 1 + 4 + 8 + 2  # montage, PR per set, confusions, curves
+    assert f"{tiny_run.report.split('report           ')[1].split()[0]}" == str(run_folder(tiny_run) / "report.html")
+
+
+def run_folder(result: PipelineResult) -> Path:
+    return Path(result.preprocessed.publication.out.rsplit("/preprocessed/", 1)[0])
+
+
+def test_pipeline_is_tracked_in_mlflow_and_registers_the_best_student(tiny_run: PipelineResult) -> None:
+    client = MlflowClient(f"sqlite:///{run_folder(tiny_run) / 'mlflow.db'}")  # the default local store
+    parent = client.get_run(tiny_run.mlflow_run)
+    assert parent.info.status == "FINISHED" and parent.data.params["teacher.clusters"] == "8"
+    assert "cluster_nmi_label" in parent.data.metrics
+    children = {r.info.run_name: r for r in client.search_runs(
+        [parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")}
+    assert set(children) == {"preprocess", "teacher", "partition", "student:baseline", "student:layer3", "evaluation"}
+    files = {name: {a.path for a in client.list_artifacts(run.info.run_id)} for name, run in children.items()}
+    assert {"cluster_montage.png", "assignments.csv", "teacher.pt"} <= files["teacher"]
+    assert "partition_summary.csv" in files["partition"]
+    assert {"table_val.csv", "pr_curves_val.png", "confusion_baseline_val.png"} <= files["evaluation"]
+    assert "config.yaml" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+    losses = client.get_metric_history(children["student:layer3"].info.run_id, "at_layer3")
+    assert [m.step for m in losses] == [0] and losses[0].value > 0
+    champion = client.get_model_version_by_alias("skin-lesion-student", "champion")
+    assert tiny_run.registered == f"skin-lesion-student/{champion.version}"
+    assert champion.run_id in {children["student:baseline"].info.run_id, children["student:layer3"].info.run_id}
+
+
+def test_predict_with_the_registered_champion(tiny_run: PipelineResult, isic_sample: Path) -> None:
+    image = sorted((isic_sample / "ISIC_2019_Training_Input").glob("*.jpg"))[0]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{run_folder(tiny_run) / 'mlflow.db'}"}
+    result = subprocess.run([sys.executable, "-m", "skin_cli", "predict", str(image), "--model",
+                             "models:/skin-lesion-student@champion"], capture_output=True, text=True, env=env,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith(f"{image}: ") and result.stdout.split()[1] in CLASSES
 
 
 def test_rerun_reuses_every_stage(tiny_run: PipelineResult) -> None:
-    again = run_pipeline(tiny_pipeline(tiny_run.preprocessed.publication.out.rsplit("/preprocessed/", 1)[0]))
+    again = run_pipeline(tiny_config(str(run_folder(tiny_run))))
     stages = [again.preprocessed, again.teacher, again.partition, *again.students, again.evaluation]
     assert all(stage.reused for stage in stages)
     assert again.data_path == tiny_run.data_path
@@ -152,8 +183,10 @@ def test_evaluate_an_external_dataset_by_origin(tiny_run: PipelineResult, isic_s
 
 
 @pytest.mark.usefixtures("ray_local")
-def test_pipeline_with_everything_on_s3(s3_bucket: str) -> None:
-    result = run_pipeline(tiny_pipeline(f"{s3_bucket}/run", variants=("layer3",)))
+def test_pipeline_with_everything_on_s3(s3_bucket: str, mlflow_server: str) -> None:
+    """Data, stage outputs, Ray Train checkpoints and (through the tracking server) MLflow artifacts on S3."""
+    result = run_pipeline(tiny_config(f"{s3_bucket}/run", variants=("layer3",),
+                                      tracking={"tracking_uri": mlflow_server, "experiment": "s3-pipeline"}))
     assert result.data_path.startswith(s3_bucket) and result.preprocessed.counts["written"] == 120
     for stage in (result.preprocessed, result.teacher, result.partition, *result.students, result.evaluation):
         assert all(uri.startswith(f"{s3_bucket}/run/") for uri in stage.publication.uris())
@@ -161,3 +194,7 @@ def test_pipeline_with_everything_on_s3(s3_bucket: str) -> None:
     assert any("checkpoint_" in key for key in storage.list_tree(f"{s3_bucket}/run/teacher"))
     assert any("checkpoint_" in key for key in storage.list_tree(f"{s3_bucket}/run/student"))
     assert list(result.evaluation.table("val").index) == ["AT layer3"]
+    run = MlflowClient(mlflow_server).get_run(result.mlflow_run)
+    artifacts = storage.list_tree(f"s3://{MLFLOW_BUCKET}")
+    assert any(run.info.experiment_id in key and key.endswith("config.yaml") for key in artifacts)
+    assert any(key.endswith("cluster_montage.png") for key in artifacts)

@@ -1,0 +1,76 @@
+"""MLflow tracking and the Ray Tune sweep against a real ``mlflow server`` (SQLite backend, S3 artifacts)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from conftest import MLFLOW_BUCKET, _free_port, tiny_config
+from raytasks.tracking import PARENT_TAG, TrackingError, open_tracker
+from raytasks.tune import all_layer_sets, run_tune, search_space
+from skin_core import storage
+from skin_core.config import TuneConfig
+
+
+def test_an_unreachable_server_fails_fast_and_clearly(tmp_path: Path) -> None:
+    uri = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    start = time.monotonic()
+    with pytest.raises(TrackingError, match=rf"{uri} is unreachable.*tracking.enabled=false"):
+        open_tracker(tiny_config(str(tmp_path), tracking={"tracking_uri": uri, "timeout_s": 3}), "pipeline", {})
+    assert time.monotonic() - start < 10
+
+
+def test_search_space_covers_the_fifteen_layer_sets() -> None:
+    sets = all_layer_sets()
+    assert len(sets) == len(set(sets)) == 15 and "layer1+layer2+layer3+layer4" in sets
+    space = search_space(TuneConfig(layers=("layer3", "layer4"), layers_grid=True, clusters=(16,)))
+    assert space["variant"] == {"grid_search": ["layer3", "layer4"]} and space["clusters"] == 16
+
+
+def sweep_config(out: str, tracking_uri: str):
+    config = tiny_config(out, tracking={"tracking_uri": tracking_uri, "experiment": "sweep-test"})
+    # layer4 is 1×1 at 32 px: that trial raises (a real bad configuration), the sweep must go on
+    tune = TuneConfig(num_samples=1, layers=("layer3", "layer4"), layers_grid=True, clusters=(8,), ms_alpha=(2.0,),
+                      ms_beta=(50.0,), ms_base=(1.0,), at_beta=(1000.0,), lr=(0.01,))
+    return replace(config, tune=tune)
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_sweep_tracks_trials_registers_the_champion_and_stores_artifacts_in_s3(
+        tmp_path: Path, mlflow_server: str, s3_env: str, isic_sample: Path) -> None:
+    result = run_tune(sweep_config(str(tmp_path / "sweep"), mlflow_server))
+    table = result.table
+    assert sorted(table["variant"]) == ["layer3", "layer4"]
+    status = dict(zip(table["variant"], table["status"]))
+    assert status["layer3"] == "ok" and status["layer4"].startswith("failed")
+
+    client = MlflowClient(mlflow_server)
+    experiment = client.get_experiment_by_name("sweep-test")
+    children = client.search_runs([experiment.experiment_id], f"tags.`{PARENT_TAG}` = '{result.mlflow_run}'")
+    by_variant = {r.data.params["variant"]: r for r in children}
+    assert set(by_variant) == {"layer3", "layer4"}
+    assert by_variant["layer4"].info.status == "FAILED" and by_variant["layer3"].info.status == "FINISHED"
+    history = client.get_metric_history(by_variant["layer3"].info.run_id, "val_balanced_accuracy")
+    assert len(history) >= 1
+    parent_files = {a.path for a in client.list_artifacts(result.mlflow_run)}
+    assert {"config.yaml", "sweep_summary.csv"} <= parent_files
+
+    version = client.get_model_version_by_alias("skin-lesion-student", "champion")
+    assert result.registered == f"skin-lesion-student/{version.version}"
+    assert any(key.endswith("MLmodel") for key in storage.list_tree(f"s3://{MLFLOW_BUCKET}"))
+    # a fresh process loads the champion from the registry and predicts a real image
+    image = sorted((isic_sample / "ISIC_2019_Training_Input").glob("*.jpg"))[0]
+    code = ("import mlflow, pandas as pd, sys; m = mlflow.pyfunc.load_model('models:/skin-lesion-student@champion');"
+            "out = m.predict(pd.DataFrame({'path': [sys.argv[1]]})); print(out.drop(columns='error').sum(axis=1)[0])")
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server}
+    loaded = subprocess.run([sys.executable, "-c", code, str(image)], capture_output=True, text=True, env=env,
+                            timeout=300)
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    assert float(loaded.stdout.strip().splitlines()[-1]) == pytest.approx(1.0, abs=1e-4)
