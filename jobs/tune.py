@@ -1,0 +1,8 @@
+"""Entrypoint for ``ray job submit ... -- python jobs/tune.py --profile paper --set tune.num_samples=30``."""
+
+import sys
+
+from skin_cli.main import main
+
+if __name__ == "__main__":
+    raise SystemExit(main(["tune", *sys.argv[1:]]))
