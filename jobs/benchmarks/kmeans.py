@@ -6,7 +6,8 @@ initialisation, each including its final assignment pass.  Each is run once to
 warm up (BLAS/OpenMP thread pools, page faults) and then ``--repeats`` times;
 the median is reported.  scikit-learn stops early when labels stop changing, so
 its iteration count is printed and per-iteration times are compared too.
-Prints both times, their ratio and the NMI between the two partitions.
+Prints both times, faiss's as a ratio to scikit-learn's (0.25× is a quarter of
+its time), and the NMIs between the two partitions and the planted one.
 
     python jobs/benchmarks/kmeans.py --n 25000 --dim 2048 --k 16
 """
@@ -24,6 +25,13 @@ import numpy as np
 from sklearn.cluster import KMeans
 
 from skin_core.clustering import cluster_nmi, kmeans
+
+if __package__:  # imported as benchmarks.kmeans by jobs/benchmark.py
+    from .table import print_rows, row
+else:  # run as a script
+    from table import print_rows, row
+
+NAME = "kmeans"
 
 
 def mixture(n: int, dim: int, k: int, spread: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -56,32 +64,40 @@ def median_run(fn: Callable[[], tuple], repeats: int) -> tuple:
     return runs[len(runs) // 2]
 
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=25_000)
-    parser.add_argument("--dim", type=int, default=2048)
-    parser.add_argument("--k", type=int, default=16)
-    parser.add_argument("--niter", type=int, default=20)
-    parser.add_argument("--spread", type=float, default=0.1, help="std of the centres (noise std is 1)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--repeats", type=int, default=3)
-    return parser.parse_args()
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--n", type=int, default=25_000)
+    p.add_argument("--dim", type=int, default=2048)
+    p.add_argument("--k", type=int, default=16)
+    p.add_argument("--niter", type=int, default=20)
+    p.add_argument("--spread", type=float, default=0.1, help="std of the centres (noise std is 1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--repeats", type=int, default=3)
+    return p
 
 
-def main() -> None:
-    args = parse_args()
-    logging.basicConfig(level=logging.WARNING)
+def measure(args: argparse.Namespace) -> list[dict]:
+    """Seconds and ms/iteration of faiss as ratios to scikit-learn's, and the NMIs between the partitions."""
     x, truth = mixture(args.n, args.dim, args.k, args.spread, args.seed)
     faiss_s, faiss_labels = median_run(lambda: time_faiss(x, args.k, args.niter, args.seed), args.repeats)
     sk_s, sk_labels, sk_iter = median_run(lambda: time_sklearn(x, args.k, args.niter, args.seed), args.repeats)
-    faiss_it, sk_it = faiss_s / args.niter, sk_s / sk_iter
+    faiss_ms, sk_ms = faiss_s / args.niter * 1e3, sk_s / sk_iter * 1e3
+    return [row(NAME, "scikit-learn KMeans (baseline)", sk_s, "s", sk_s),
+            row(NAME, "faiss (all points, CPU)", faiss_s, "s", sk_s),
+            row(NAME, f"scikit-learn per iteration ({sk_iter} iterations)", sk_ms, "ms/it", sk_ms),
+            row(NAME, f"faiss per iteration ({args.niter} iterations)", faiss_ms, "ms/it", sk_ms),
+            row(NAME, "NMI faiss vs scikit-learn", cluster_nmi(faiss_labels, sk_labels), "NMI"),
+            row(NAME, "NMI faiss vs planted", cluster_nmi(truth, faiss_labels), "NMI"),
+            row(NAME, "NMI scikit-learn vs planted", cluster_nmi(truth, sk_labels), "NMI")]
+
+
+def main() -> None:
+    args = parser().parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    rows = measure(args)
     print(f"{args.n} × {args.dim} float32, K={args.k}, max {args.niter} iterations, "
           f"{os.cpu_count()} CPUs, median of {args.repeats}")
-    print(f"faiss (all points, CPU): {faiss_s:7.2f} s  {args.niter:3d} iterations  {faiss_it * 1e3:5.0f} ms/it")
-    print(f"scikit-learn KMeans:     {sk_s:7.2f} s  {sk_iter:3d} iterations  {sk_it * 1e3:5.0f} ms/it")
-    print(f"ratio sklearn / faiss:   {sk_s / faiss_s:7.2f}   per iteration {sk_it / faiss_it:.2f}")
-    print(f"NMI faiss vs sklearn:    {cluster_nmi(faiss_labels, sk_labels):7.3f}   vs planted: "
-          f"faiss {cluster_nmi(truth, faiss_labels):.3f}, sklearn {cluster_nmi(truth, sk_labels):.3f}")
+    print_rows(rows)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ import tempfile
 import time
 
 import cv2
-import pandas as pd
 import ray
 
 from raytasks.preprocess import _preprocess_block, _whole_cluster_for_one_operator, preprocess_manifest
@@ -26,6 +25,13 @@ from raytasks.runtime import init_ray
 from skin_core.config import PreprocessConfig
 from skin_core.data.isic import Manifest, load_isic
 from skin_core.preprocessing.records import preprocess_frame
+
+if __package__:  # imported as benchmarks.preprocess by jobs/benchmark.py
+    from .table import print_rows, row
+else:  # run as a script
+    from table import print_rows, row
+
+NAME = "preprocess"
 
 
 def repeated(manifest: Manifest, images: int) -> Manifest:
@@ -63,31 +69,43 @@ def time_ray(manifest: Manifest, config: PreprocessConfig) -> float:
         return time.perf_counter() - start
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default="../shared/data/isic2019/sample")
-    parser.add_argument("--images", type=int, default=1000)
-    parser.add_argument("--size", type=int, default=224)
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
-    config = PreprocessConfig(size=args.size)
-    manifest = repeated(load_isic(args.data), args.images)
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", default="../shared/data/isic2019/sample")
+    p.add_argument("--images", type=int, default=1000)
+    p.add_argument("--size", type=int, default=224)
+    return p
+
+
+def warm_up(manifest: Manifest, config: PreprocessConfig) -> float:
+    """Seconds to start Ray and warm its workers (processes and their imports)."""
     start = time.perf_counter()
     init_ray()
-    time_ray(repeated(manifest, 2 * config.batch_size), config)  # warm-up: worker processes and their imports
-    init_s = time.perf_counter() - start
+    time_ray(repeated(manifest, 2 * config.batch_size), config)
+    return time.perf_counter() - start
+
+
+def measure(args: argparse.Namespace) -> list[dict]:
+    """Images/s of each path, as a ratio to the plain loop (OpenCV's default threads)."""
+    config = PreprocessConfig(size=args.size)
+    manifest = repeated(load_isic(args.data), args.images)
+    init_s = warm_up(manifest, config)
     loop_s = time_loop(manifest, config)
-    single_s = time_loop(manifest, config, threads=1)
-    map_s = time_map_only(manifest, config)
-    ray_s = time_ray(manifest, config)
+    paths = [("single-process loop (baseline; OpenCV's default threads)", loop_s),
+             ("single-process loop, OpenCV on 1 thread (as in each Ray task)", time_loop(manifest, config, threads=1)),
+             ("Ray Data map only (no write)", time_map_only(manifest, config)),
+             ("Ray Data pipeline (map + Parquet write + publish)", time_ray(manifest, config))]
     n = len(manifest)
-    rows = [("single-process loop (baseline; OpenCV's default threads)", loop_s),
-            ("single-process loop, OpenCV on 1 thread (as in each Ray task)", single_s),
-            ("Ray Data map only (no write)", map_s),
-            ("Ray Data pipeline (map + Parquet write + publish)", ray_s)]
-    rows = [(name, s, n / s, loop_s / s) for name, s in rows]
-    print(f"\n{n} images ({args.data} repeated), {args.size} px output; Ray start-up and worker warm-up {init_s:.1f} s (excluded)")
-    print(pd.DataFrame(rows, columns=["path", "seconds", "images/s", "ratio vs loop"]).to_string(index=False))
+    return [row(NAME, "Ray start-up and worker warm-up (excluded)", init_s, "s"),
+            *(row(NAME, path, n / s, "images/s", n / loop_s) for path, s in paths)]
+
+
+def main() -> None:
+    args = parser().parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    rows = measure(args)
+    print(f"\n{args.images} images ({args.data} repeated), {args.size} px output")
+    print_rows(rows)
 
 
 if __name__ == "__main__":
