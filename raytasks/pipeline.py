@@ -20,7 +20,7 @@ from raytasks.preprocess import PreprocessResult, format_result, run_preprocess
 from raytasks.registry import log_student, promote_if_better
 from raytasks.report import write_report
 from raytasks.runtime import init_ray
-from raytasks.student import HISTORY, StudentResult, run_student
+from raytasks.student import HISTORY, StudentResult, run_student, student_settings
 from raytasks.teacher import ASSIGNMENTS
 from raytasks.teacher import HISTORY as TEACHER_HISTORY
 from raytasks.teacher import TeacherResult, format_teacher, run_teacher
@@ -91,8 +91,8 @@ def run_students(config: PipelineConfig, preprocessed_uri: str, teacher_uri: str
     """The baseline and every AT variant, each in its own stage folder; (results, MLflow run id per variant)."""
     students, runs = [], {}
     for variant in config.student.variants:
-        out = stage_dir(config, "student", partition.publication.config_hash, config.model, config.student,
-                        variant, config.seed)
+        out = stage_dir(config, "student", partition.publication.config_hash, config.model,
+                        student_settings(config), variant, config.seed)
         logger.info("student %s -> %s", variant, out)
         student = run_student(preprocessed_uri, teacher_uri, partition, out, config, variant)
         params = {**_params(config, "model", "student"), "student.variant": variant}

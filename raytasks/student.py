@@ -207,11 +207,16 @@ def class_weights(labels: pd.Series, mode: str) -> tuple[float, ...]:
     return tuple(float(w) for w in weights / weights[counts > 0].mean())
 
 
+def student_settings(config: PipelineConfig) -> dict:
+    """The student section without the variant list: adding a variant must not retrain the others."""
+    return {k: v for k, v in to_dict(config.student).items() if k != "variants"}
+
+
 def student_key(preprocessed: Publication, teacher: Publication | None, partition: Publication,
                 config: PipelineConfig, variant: str) -> str:
     return config_hash({"data": preprocessed.config_hash, "teacher": teacher.config_hash if teacher else "",
                         "partition": partition.config_hash, "model": to_dict(config.model),
-                        "student": to_dict(config.student), "variant": variant, "seed": config.seed})
+                        "student": student_settings(config), "variant": variant, "seed": config.seed})
 
 
 def fit_student(preprocessed: str, splits: pd.DataFrame, out: str, spec: StudentSpec, config: PipelineConfig,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import tempfile
 import time
 from dataclasses import dataclass
@@ -87,7 +88,7 @@ class Tracker:
 
     def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
         now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, step) for k, v in metrics.items() if _finite(v)]
+        items = [Metric(metric_name(k), float(v), now, step) for k, v in metrics.items() if _finite(v)]
         for start in range(0, len(items), 1000):
             self.client.log_batch(run_id, metrics=items[start:start + 1000])
 
@@ -108,6 +109,11 @@ class Tracker:
     def finish(self, run_id: str, failed: bool = False) -> None:
         status = RunStatus.to_string(RunStatus.FAILED if failed else RunStatus.FINISHED)
         self.client.set_terminated(run_id, status)
+
+
+def metric_name(key: str) -> str:
+    """MLflow allows letters, digits, _ - . space : / in names; ``AT layer3+layer4`` → ``AT layer3_layer4``."""
+    return re.sub(r"[^\w\-. :/]", "_", key)
 
 
 def _finite(value: object) -> bool:

@@ -29,7 +29,7 @@ from raytasks.pipeline import ensure_dataset, stage_dir, teacher_and_partition
 from raytasks.preprocess import PreprocessResult, run_preprocess
 from raytasks.registry import log_student, promote_if_better
 from raytasks.runtime import init_ray, storage_path
-from raytasks.student import run_student
+from raytasks.student import run_student, student_settings
 from raytasks.tracking import PARENT_TAG, Tracker, open_tracker
 from skin_core import storage
 from skin_core.publish import read_publication
@@ -73,8 +73,8 @@ def trial(params: dict, base: PipelineConfig, preprocessed_uri: str, preprocesse
     config = trial_config(base, params)
     teacher_uri, _, partition = teacher_and_partition(config, preprocessed_uri, preprocessed)
     variant = params["variant"]
-    out = stage_dir(config, "student", partition.publication.config_hash, config.model, config.student, variant,
-                    config.seed)
+    out = stage_dir(config, "student", partition.publication.config_hash, config.model, student_settings(config),
+                    variant, config.seed)
     student = run_student(preprocessed_uri, teacher_uri, partition, out, config, variant,
                           callbacks=(TuneReportCallback(),))
     ray.tune.report({f"val_{config.student.select_metric}": student.publication.counts["best"],

@@ -144,6 +144,10 @@ def test_rerun_reuses_every_stage(tiny_run: PipelineResult) -> None:
     assert all(stage.reused for stage in stages)
     assert again.data_path == tiny_run.data_path
     assert again.evaluation.publication.run == tiny_run.evaluation.publication.run
+    # dropping a variant from the list retrains nothing: the kept student's key ignores the list
+    fewer = run_pipeline(tiny_config(str(run_folder(tiny_run)), variants=("layer3",)))
+    assert [s.reused for s in fewer.students] == [True] and not fewer.evaluation.reused
+    assert fewer.students[0].folder == tiny_run.students[1].folder
 
 
 def test_predict_gives_top_classes_and_a_clear_error_for_a_broken_image(
@@ -198,3 +202,14 @@ def test_pipeline_with_everything_on_s3(s3_bucket: str, mlflow_server: str) -> N
     artifacts = storage.list_tree(f"s3://{MLFLOW_BUCKET}")
     assert any(run.info.experiment_id in key and key.endswith("config.yaml") for key in artifacts)
     assert any(key.endswith("cluster_montage.png") for key in artifacts)
+
+
+def test_skin_student_reuses_the_pipeline_student_with_the_same_settings(
+        tiny_run: PipelineResult, capsys: pytest.CaptureFixture) -> None:
+    """The CLI stage and the pipeline compute the same config key, so a finished student is found, not retrained."""
+    layer3 = next(s for s in tiny_run.students if s.variant == "layer3")
+    code = main(["student", "--profile", "smoke", "--data", tiny_run.preprocessed.publication.out,
+                 "--teacher", tiny_run.teacher.publication.out, "--partition", tiny_run.partition.publication.out,
+                 "--out", layer3.publication.out, "--variant", "layer3"])
+    assert code == 0
+    assert f"layer3 student at {layer3.folder}" in capsys.readouterr().out

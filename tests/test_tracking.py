@@ -13,7 +13,7 @@ import pytest
 from mlflow import MlflowClient
 
 from conftest import MLFLOW_BUCKET, _free_port, tiny_config
-from raytasks.tracking import PARENT_TAG, TrackingError, open_tracker
+from raytasks.tracking import PARENT_TAG, TrackingError, metric_name, open_tracker
 from raytasks.tune import all_layer_sets, run_tune, search_space
 from skin_core import storage
 from skin_core.config import TuneConfig
@@ -74,3 +74,8 @@ def test_sweep_tracks_trials_registers_the_champion_and_stores_artifacts_in_s3(
                             timeout=300)
     assert loaded.returncode == 0, loaded.stderr[-3000:]
     assert float(loaded.stdout.strip().splitlines()[-1]) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_metric_names_are_made_valid_for_mlflow() -> None:
+    assert metric_name("accuracy.val.AT layer3+layer4") == "accuracy.val.AT layer3_layer4"
+    assert metric_name("val/F1 MEL:1") == "val/F1 MEL:1"

@@ -1,0 +1,133 @@
+"""``ray job submit`` end to end: a real local head with token auth, the real CLI, the smoke profile."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from mlflow import MlflowClient
+
+from conftest import REPO_ROOT, _free_port
+
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+@pytest.fixture(scope="module")
+def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict]]:
+    """``ray start --head`` on loopback with token auth; yields (dashboard address, client environment)."""
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
+    env.pop("RAY_ADDRESS", None)
+    dashboard, temp = _free_port(), tmp_path_factory.mktemp("rayhead")
+    start = [RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={_free_port()}", "--num-cpus=2",
+             "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
+             f"--temp-dir={temp}", "--disable-usage-stats",
+             # every other fixed port gets a free one: another Ray on this machine holds the defaults
+             *(f"--{name}={_free_port()}" for name in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+                                                       "runtime-env-agent-port", "metrics-export-port",
+                                                       "ray-client-server-port"))]
+    started = subprocess.run(start, env=env, capture_output=True, text=True, timeout=180)
+    assert started.returncode == 0, started.stderr[-3000:]
+    try:
+        _wait_for_job_agent(f"http://127.0.0.1:{dashboard}", env)
+        yield f"http://127.0.0.1:{dashboard}", env
+    finally:
+        stop_head(temp)
+
+
+def stop_head(temp: Path) -> None:
+    """Stop this head only (``ray stop`` would also stop the suite's other Ray): every process whose
+    command line names its temp dir, with their children."""
+    import psutil
+
+    def named(proc: psutil.Process) -> bool:
+        try:
+            return str(temp) in " ".join(proc.cmdline())
+        except psutil.Error:
+            return False
+
+    roots = [proc for proc in psutil.process_iter() if named(proc)]
+    procs = {p for root in roots for p in [root, *_children(root)]}
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            proc.terminate()
+    _, alive = psutil.wait_procs(procs, timeout=15)
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+
+
+def _children(proc) -> list:
+    import psutil
+
+    try:
+        return proc.children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def _wait_for_job_agent(address: str, env: dict, timeout: float = 120) -> None:
+    """The dashboard answers before its job agent registers; go on once a trivial job is accepted."""
+    deadline = time.monotonic() + timeout
+    while True:
+        probe = subprocess.run([RAY, "job", "submit", "--address", address, "--", "true"], env=env,
+                               capture_output=True, text=True, timeout=120)
+        if probe.returncode == 0:
+            return
+        assert time.monotonic() < deadline, probe.stderr[-2000:]
+        time.sleep(2)
+
+
+def submit(address: str, env: dict, out: Path) -> tuple[subprocess.CompletedProcess, float]:
+    command = [RAY, "job", "submit", "--address", address, "--working-dir", str(REPO_ROOT),
+               "--runtime-env", str(REPO_ROOT / "jobs" / "runtime_env.yaml"), "--",
+               "python", "jobs/pipeline.py", "--profile", "smoke", "--out", str(out)]
+    start = time.monotonic()
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900, cwd=REPO_ROOT)
+    return done, time.monotonic() - start
+
+
+def succeeded(stdout: str) -> bool:
+    return re.search(r"Job 'raysubmit_\w+' succeeded", stdout) is not None
+
+
+def stage_lines(stdout: str) -> list[str]:
+    lines = stdout.splitlines()
+    start = lines.index("stages") + 1
+    return [l for l in lines[start:start + 6]]
+
+
+def test_a_client_without_the_token_is_refused(ray_head: tuple[str, dict]) -> None:
+    address, env = ray_head
+    wrong = {**env, "RAY_AUTH_TOKEN": "not-the-token"}
+    listed = subprocess.run([RAY, "job", "list", "--address", address], env=wrong, capture_output=True, text=True,
+                            timeout=120)
+    assert listed.returncode != 0
+    assert "auth" in (listed.stdout + listed.stderr).lower()
+
+
+@pytest.mark.timeout(1500)
+def test_submitted_pipeline_succeeds_registers_the_model_and_reruns_from_reused_stages(
+        ray_head: tuple[str, dict], tmp_path: Path) -> None:
+    address, env = ray_head
+    first, first_s = submit(address, env, tmp_path / "run")
+    assert first.returncode == 0 and succeeded(first.stdout), (first.stdout + first.stderr)[-4000:]
+    store = MlflowClient(f"sqlite:///{tmp_path / 'run' / 'mlflow.db'}")
+    champion = store.get_model_version_by_alias("skin-lesion-student", "champion")
+    assert champion.status == "READY"
+
+    again, again_s = submit(address, env, tmp_path / "run")
+    assert again.returncode == 0 and succeeded(again.stdout), (again.stdout + again.stderr)[-4000:]
+    ran = {line.split()[0]: line.split()[1] for line in stage_lines(first.stdout)}
+    reused = {line.split()[0]: line.split()[1] for line in stage_lines(again.stdout)}
+    assert set(ran.values()) == {"ran"} and set(reused.values()) == {"reused"}
+    assert set(reused) == set(ran) == {"preprocess", "teacher", "partition", "student:baseline", "student:layer3",
+                                       "evaluation"}
+    assert again_s < first_s
