@@ -34,8 +34,12 @@ def test_search_space_covers_the_fifteen_layer_sets() -> None:
     assert space["variant"] == {"grid_search": ["layer3", "layer4"]} and space["clusters"] == 16
 
 
+MODEL = "sweep-student"
+
+
 def sweep_config(out: str, tracking_uri: str):
-    config = tiny_config(out, tracking={"tracking_uri": tracking_uri, "experiment": "sweep-test"})
+    config = tiny_config(out, tracking={"tracking_uri": tracking_uri, "experiment": "sweep-test",
+                                            "registered_model": MODEL})  # the server is shared by the session
     # layer4 is 1×1 at 32 px: that trial raises (a real bad configuration), the sweep must go on
     tune = TuneConfig(num_samples=1, layers=("layer3", "layer4"), layers_grid=True, clusters=(8,), ms_alpha=(2.0,),
                       ms_beta=(50.0,), ms_base=(1.0,), at_beta=(1000.0,), lr=(0.01,))
@@ -50,6 +54,8 @@ def test_sweep_tracks_trials_registers_the_champion_and_stores_artifacts_in_s3(
     assert sorted(table["variant"]) == ["layer3", "layer4"]
     status = dict(zip(table["variant"], table["status"]))
     assert status["layer3"] == "ok" and status["layer4"].startswith("failed")
+    # both trials asked for the same teacher settings: one teacher was trained and shared
+    assert len([d for d in (tmp_path / "sweep" / "teacher").iterdir() if d.is_dir()]) == 1
 
     client = MlflowClient(mlflow_server)
     experiment = client.get_experiment_by_name("sweep-test")
@@ -62,12 +68,12 @@ def test_sweep_tracks_trials_registers_the_champion_and_stores_artifacts_in_s3(
     parent_files = {a.path for a in client.list_artifacts(result.mlflow_run)}
     assert {"config.yaml", "sweep_summary.csv"} <= parent_files
 
-    version = client.get_model_version_by_alias("skin-lesion-student", "champion")
-    assert result.registered == f"skin-lesion-student/{version.version}"
+    version = client.get_model_version_by_alias(MODEL, "champion")
+    assert result.registered == f"{MODEL}/{version.version}"
     assert any(key.endswith("MLmodel") for key in storage.list_tree(f"s3://{MLFLOW_BUCKET}"))
     # a fresh process loads the champion from the registry and predicts a real image
     image = sorted((isic_sample / "ISIC_2019_Training_Input").glob("*.jpg"))[0]
-    code = ("import mlflow, pandas as pd, sys; m = mlflow.pyfunc.load_model('models:/skin-lesion-student@champion');"
+    code = (f"import mlflow, pandas as pd, sys; m = mlflow.pyfunc.load_model('models:/{MODEL}@champion');"
             "out = m.predict(pd.DataFrame({'path': [sys.argv[1]]})); print(out.drop(columns='error').sum(axis=1)[0])")
     env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server}
     loaded = subprocess.run([sys.executable, "-c", code, str(image)], capture_output=True, text=True, env=env,
