@@ -10,9 +10,12 @@ validation metric beats the current holder's.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 import mlflow
 import mlflow.artifacts
@@ -96,6 +99,19 @@ def log_student(tracking_uri: str, run_id: str, model_uri: str, registered_model
     return version
 
 
+@contextlib.contextmanager
+def tracking_at(uri: str | None) -> Iterator[None]:
+    """MLflow's fluent API at ``uri`` for the block only: ``set_tracking_uri`` also exports
+    ``MLFLOW_TRACKING_URI`` to the process (and every later subprocess), so it is put back afterwards."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before)  # None unsets it
+
+
 def _log_pyfunc(tracking_uri: str, run_id: str, model_uri: str, registered_model: str) -> str:
     with tempfile.TemporaryDirectory() as scratch:
         bundle = Path(scratch) / BUNDLE
@@ -105,8 +121,7 @@ def _log_pyfunc(tracking_uri: str, run_id: str, model_uri: str, registered_model
             (bundle / name).write_bytes(storage.read_bytes(storage.join(source, name)))
         _, card = load_bundle(str(bundle))
         code = [str(Path(__import__(p).__file__).parent) for p in PACKAGES]
-        mlflow.set_tracking_uri(tracking_uri)
-        with mlflow.start_run(run_id=run_id):
+        with tracking_at(tracking_uri), mlflow.start_run(run_id=run_id):
             info = mlflow.pyfunc.log_model(
                 name=MODEL_NAME, python_model=StudentModel(), artifacts={BUNDLE: str(bundle)}, code_paths=code,
                 signature=signature(), input_example=input_example(card.preprocess.size),
@@ -136,13 +151,13 @@ def resolve_model(uri: str, tracking_uri: str | None = None) -> str:
     """A local bundle folder for ``models:/NAME@ALIAS`` (or ``models:/NAME/VERSION``); other URIs unchanged."""
     if not uri.startswith("models:/"):
         return uri
-    if tracking_uri:
-        mlflow.set_tracking_uri(tracking_uri)
     local = Path(tempfile.mkdtemp(prefix="skin-model-"))
     try:
-        mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(local))
+        with tracking_at(tracking_uri):
+            mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(local))
     except MlflowException as err:
-        raise FileNotFoundError(f"{uri}: not found in the model registry at {mlflow.get_tracking_uri()} "
+        where = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "the default tracking store")
+        raise FileNotFoundError(f"{uri}: not found in the model registry at {where} "
                                 f"({err.message})") from err
     found = sorted(local.rglob(CARD_FILE))
     if not found:

@@ -27,7 +27,7 @@ from ray.tune.schedulers import ASHAScheduler
 
 from raytasks.pipeline import ensure_dataset, stage_dir, teacher_and_partition
 from raytasks.preprocess import PreprocessResult, run_preprocess
-from raytasks.registry import log_student, promote_if_better
+from raytasks.registry import log_student, promote_if_better, tracking_at
 from raytasks.runtime import init_ray, storage_path
 from raytasks.student import run_student, student_settings
 from raytasks.tracking import PARENT_TAG, Tracker, open_tracker
@@ -152,7 +152,8 @@ def run_tune(config: PipelineConfig) -> SweepResult:
     init_ray()
     preprocessed_uri = stage_dir(config, "preprocessed", data_path, config.preprocess)
     preprocessed = run_preprocess(data_path, preprocessed_uri, config.preprocess)
-    grid = build_tuner(config, preprocessed_uri, preprocessed, tracker).fit()
+    with tracking_at(tracker.uri if tracker else None):  # Ray's MLflow callback sets the global URI
+        grid = build_tuner(config, preprocessed_uri, preprocessed, tracker).fit()
     table = summary_table(grid, f"val_{config.student.select_metric}")
     if tracker is not None:
         tracker.client.log_text(tracker.run_id, table.to_csv(index=False), "sweep_summary.csv")

@@ -26,7 +26,8 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, di
     # the job's `python` is the head's: put this environment's first, as a cluster image does
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16),
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    env.pop("RAY_ADDRESS", None)
+    for inherited in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI"):  # the job must find its own defaults
+        env.pop(inherited, None)
     dashboard, temp = _free_port(), tmp_path_factory.mktemp("rayhead")
     start = [RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={_free_port()}", "--num-cpus=2",
              "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",

@@ -13,6 +13,7 @@ import pytest
 from mlflow import MlflowClient
 
 from conftest import MLFLOW_BUCKET, _free_port, tiny_config
+from raytasks.registry import tracking_at
 from raytasks.tracking import PARENT_TAG, TrackingError, metric_name, open_tracker
 from raytasks.tune import all_layer_sets, run_tune, search_space
 from skin_core import storage
@@ -85,3 +86,16 @@ def test_sweep_tracks_trials_registers_the_champion_and_stores_artifacts_in_s3(
 def test_metric_names_are_made_valid_for_mlflow() -> None:
     assert metric_name("accuracy.val.AT layer3+layer4") == "accuracy.val.AT layer3_layer4"
     assert metric_name("val/F1 MEL:1") == "val/F1 MEL:1"
+
+
+def test_tracking_scope_leaves_no_uri_behind(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI; a later job or subprocess must not inherit ours."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    uri = f"sqlite:///{tmp_path / 'x.db'}"
+    with tracking_at(uri):
+        assert os.environ["MLFLOW_TRACKING_URI"] == uri
+    assert "MLFLOW_TRACKING_URI" not in os.environ
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:1")
+    with tracking_at(uri):
+        pass
+    assert os.environ["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:1"
