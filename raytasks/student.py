@@ -13,7 +13,6 @@ import copy
 import json
 import logging
 import math
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from ray.data.expressions import col
 from ray.train import CheckpointConfig, FailureConfig, RunConfig
 from ray.train.torch import TorchTrainer
 
+from raytasks.checkpoints import report_epoch, unwrap
 from raytasks.partition import PartitionResult
 from raytasks.preprocess import read_shards
 from raytasks.runtime import scaling_config, storage_path
@@ -92,10 +92,6 @@ class StudentResult:
 # ---------------------------------------------------------------- worker side
 
 
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return getattr(model, "module", model)
-
-
 def _restore(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[int, float, list, dict | None]:
     """(first epoch, best metric, history, best weights) from the latest checkpoint."""
     checkpoint = ray.train.get_checkpoint()
@@ -115,7 +111,7 @@ def _validate(model: torch.nn.Module, shard: ray.data.DataIterator, device: torc
     """Validation metrics over every worker's shard (gathered on rank 0, shared back)."""
     probs, labels = [], []
     for batch in shard.iter_torch_batches(batch_size=128):
-        probs.append(predict_probs(_unwrap(model), batch["pixels"], device, amp=amp))
+        probs.append(predict_probs(unwrap(model), batch["pixels"], device, amp=amp))
         labels.append(batch["label_idx"].numpy())
     parts = gather_to_root((np.concatenate(probs) if probs else np.zeros((0, len(CLASSES))),
                             np.concatenate(labels) if labels else np.zeros(0, int)))
@@ -128,17 +124,8 @@ def _validate(model: torch.nn.Module, shard: ray.data.DataIterator, device: torc
 
 
 def _report(metrics: dict, model, optimizer, best_state: dict, best: float, history: list, variant: str) -> None:
-    if ray.train.get_context().get_world_rank() != 0:
-        ray.train.report(metrics, checkpoint=None)
-        return
-    with tempfile.TemporaryDirectory() as folder:
-        d = Path(folder)
-        torch.save(_unwrap(model).state_dict(), d / "model.pt")
-        torch.save(optimizer.state_dict(), d / "optimizer.pt")
-        torch.save(best_state, d / "best.pt")
-        (d / "state.json").write_text(json.dumps({"epoch": metrics["epoch"], "best": best, "history": history,
-                                                  "variant": variant}))
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+    state = {"epoch": metrics["epoch"], "best": best, "history": history, "variant": variant}
+    report_epoch(metrics, model, optimizer, state, lambda folder: torch.save(best_state, folder / "best.pt"))
 
 
 def _teacher(spec: StudentSpec, device: torch.device) -> torch.nn.Module | None:
@@ -176,7 +163,7 @@ def student_loop(loop_config: dict) -> None:
                    "train_s": time.perf_counter() - start,  # this worker's training time (benchmarks read it)
                    **_validate(model, ray.train.get_dataset_shard("val"), device, spec.amp)}
         if metrics[f"val_{s.select_metric}"] > best or best_state is None:
-            best, best_state = metrics[f"val_{s.select_metric}"], copy.deepcopy(_unwrap(model).state_dict())
+            best, best_state = metrics[f"val_{s.select_metric}"], copy.deepcopy(unwrap(model).state_dict())
         history = [*history, metrics]
         _report(metrics, model, optimizer, best_state, best, history, spec.variant)
 

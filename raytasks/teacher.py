@@ -27,6 +27,7 @@ import torch
 from ray.train import CheckpointConfig, FailureConfig, RunConfig
 from ray.train.torch import TorchTrainer
 
+from raytasks.checkpoints import report_epoch, unwrap
 from raytasks.preprocess import read_shards
 from raytasks.runtime import scaling_config, storage_path
 from skin_core import storage
@@ -76,10 +77,6 @@ def _load_shard(shard: ray.data.DataIterator) -> tuple[np.ndarray, torch.Tensor]
     return np.concatenate(ids), torch.from_numpy(np.concatenate(pixels))
 
 
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return getattr(model, "module", model)
-
-
 def _restore(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[int, dict | None, list]:
     """(first epoch to run, previous clustering, history) from the latest checkpoint, if any."""
     checkpoint = ray.train.get_checkpoint()
@@ -87,7 +84,7 @@ def _restore(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[
         return 0, None, []
     with checkpoint.as_directory() as folder:
         d = Path(folder)
-        _unwrap(model).load_state_dict(torch.load(d / "model.pt", map_location="cpu", weights_only=True))
+        unwrap(model).load_state_dict(torch.load(d / "model.pt", map_location="cpu", weights_only=True))
         optimizer.load_state_dict(torch.load(d / "optimizer.pt", map_location="cpu", weights_only=True))
         state = json.loads((d / "state.json").read_text())
         with np.load(d / "clusters.npz", allow_pickle=False) as saved:
@@ -106,18 +103,11 @@ def _nmi_to_previous(previous: dict | None, current: ClusterRound) -> float:
 
 def _report(metrics: dict, model: torch.nn.Module, optimizer: torch.optim.Optimizer, clusters: ClusterRound,
             history: list) -> None:
-    """Rank 0 attaches the checkpoint; every rank reports (Ray Train needs all of them)."""
-    if ray.train.get_context().get_world_rank() != 0:
-        ray.train.report(metrics, checkpoint=None)
-        return
-    with tempfile.TemporaryDirectory() as folder:
-        d = Path(folder)
-        torch.save(_unwrap(model).state_dict(), d / "model.pt")
-        torch.save(optimizer.state_dict(), d / "optimizer.pt")
-        np.savez(d / "clusters.npz", image_ids=clusters.image_ids.astype(str), assignments=clusters.assignments,
-                 distances=clusters.distances)
-        (d / "state.json").write_text(json.dumps({"epoch": metrics["epoch"], "history": history}))
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+    def save_clusters(folder: Path) -> None:
+        np.savez(folder / "clusters.npz", image_ids=clusters.image_ids.astype(str),
+                 assignments=clusters.assignments, distances=clusters.distances)
+
+    report_epoch(metrics, model, optimizer, {"epoch": metrics["epoch"], "history": history}, save_clusters)
 
 
 def _epoch(spec: TeacherSpec, epoch: int, model, optimizer, criterion, ids, images, steps, device) -> tuple:
