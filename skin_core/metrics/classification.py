@@ -1,17 +1,18 @@
 """Classification figures of the paper's tables and PR curves, from labels and class probabilities.
 
-Implemented in numpy (scikit-learn serves as the tests' oracle) so the
-conventions are visible here and match scikit-learn 1.9:
+The figures come from scikit-learn; these are the conventions the report fixes
+on top of it:
 
 * prediction = ``argmax`` of the probabilities (ties go to the first class in
   ``CLASSES`` order);
-* per-class precision, recall and F1 use ``zero_division = 0``; F1 is
+* per-class precision, recall and F1 over every class in ``classes``
+  (``precision_recall_fscore_support`` with ``zero_division = 0``); F1 is
   ``2·TP / (2·TP + FP + FN)``;
 * balanced accuracy = mean recall over the classes present in ``y_true``
   (``balanced_accuracy_score``);
 * macro F1 = mean F1 over the classes present in ``y_true`` or predicted
-  (``f1_score(average="macro")``), so a class absent from a test set and never
-  predicted does not count as a 0;
+  (``f1_score(average="macro")`` without ``labels``), so a class absent from a
+  test set and never predicted does not count as a 0;
 * PR curves are one-vs-rest on ``probs[:, k]`` over every distinct score
   (``precision_recall_curve``); average precision is the step-function sum
   ``Σ (R_n − R_{n−1}) P_n`` (``average_precision_score``).  For a class absent
@@ -22,11 +23,13 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+from sklearn import metrics as skm
 
 from skin_core.classes import CLASSES
 
@@ -100,51 +103,40 @@ def check_inputs(y_true: np.ndarray, probs: np.ndarray, n_classes: int) -> tuple
     return y.astype(np.int64), p
 
 
-def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
-    """n_classes² counts, rows true class, columns predicted class."""
-    flat = np.bincount(n_classes * y_true + y_pred, minlength=n_classes * n_classes)
-    return flat.reshape(n_classes, n_classes).astype(np.int64)
+def accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Fraction of correct predictions (``accuracy_score``)."""
+    return float(skm.accuracy_score(y_true, y_pred))
 
 
-def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    """``num / den`` with 0 where ``den`` is 0 (scikit-learn's ``zero_division=0``)."""
-    return np.divide(num, den, out=np.zeros(len(num)), where=den > 0)
+def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Mean recall over the classes present in ``y_true`` (``balanced_accuracy_score``)."""
+    with warnings.catch_warnings():
+        # Predicting a class absent from y_true is expected on small test sets; leaving it
+        # out of the mean is this report's convention, not something to warn about.
+        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
+        return float(skm.balanced_accuracy_score(y_true, y_pred))
 
 
-def per_class_scores(confusion: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(precision, recall, F1) per class from the confusion matrix."""
-    tp = np.diag(confusion).astype(np.float64)
-    predicted, actual = confusion.sum(axis=0), confusion.sum(axis=1)
-    fp, fn = predicted - tp, actual - tp
-    return _ratio(tp, predicted), _ratio(tp, actual), _ratio(2 * tp, 2 * tp + fp + fn)
+def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Mean F1 over the classes present in ``y_true`` or ``y_pred`` (``f1_score(average="macro")``)."""
+    return float(skm.f1_score(y_true, y_pred, average="macro", zero_division=0))
 
 
-def binary_clf_curve(positive: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(false positives, true positives, threshold) at each distinct score, highest score first."""
-    order = np.argsort(scores, kind="mergesort")[::-1]
-    scores, positive = scores[order], positive[order]
-    # The last index of each run of equal scores: samples tied on a score are cut together.
-    ends = np.r_[np.flatnonzero(np.diff(scores)), len(scores) - 1]
-    tps = np.cumsum(positive)[ends]
-    return 1 + ends - tps, tps, scores[ends]
-
-
-def pr_curve(positive: np.ndarray, scores: np.ndarray) -> PRCurve:
-    """One-vs-rest PR curve; ``positive`` must hold at least one True."""
-    fps, tps, thresholds = binary_clf_curve(positive.astype(np.int64), scores)
-    precision = tps / (tps + fps)  # tps + fps ≥ 1 at every cut
-    recall = tps / tps[-1]
-    return PRCurve(np.r_[precision[::-1], 1.0], np.r_[recall[::-1], 0.0], thresholds[::-1].copy())
-
-
-def average_precision(curve: PRCurve) -> float:
-    """``Σ (R_n − R_{n−1}) P_n`` over the curve (no interpolation)."""
-    return float(max(0.0, -np.sum(np.diff(curve.recall) * curve.precision[:-1])))
+# The report's scalar figures by name, shared with the paired comparison of two models.
+SCALAR_METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
+    "accuracy": accuracy, "balanced_accuracy": balanced_accuracy, "macro_f1": macro_f1}
 
 
 def class_curves(y: np.ndarray, probs: np.ndarray, classes: Sequence[str]) -> dict[str, PRCurve]:
-    """PR curves of the classes present in ``y``."""
-    return {name: pr_curve(y == k, probs[:, k]) for k, name in enumerate(classes) if (y == k).any()}
+    """One-vs-rest PR curves of the classes present in ``y``."""
+    return {name: PRCurve(*skm.precision_recall_curve(y == k, probs[:, k]))
+            for k, name in enumerate(classes) if (y == k).any()}
+
+
+def class_average_precision(y: np.ndarray, probs: np.ndarray, classes: Sequence[str]) -> dict[str, float]:
+    """One-vs-rest average precision per class; NaN for a class absent from ``y``."""
+    return {name: float(skm.average_precision_score(y == k, probs[:, k])) if (y == k).any() else math.nan
+            for k, name in enumerate(classes)}
 
 
 def by_class(classes: Sequence[str], values: np.ndarray) -> dict[str, float]:
@@ -160,17 +152,15 @@ def classification_report(y_true: np.ndarray, probs: np.ndarray,
     """
     classes = tuple(classes)
     y, p = check_inputs(y_true, probs, len(classes))
-    confusion = confusion_matrix(y, p.argmax(axis=1), len(classes))
-    precision, recall, f1 = per_class_scores(confusion)
-    support, predicted = confusion.sum(axis=1), confusion.sum(axis=0)
-    curves = class_curves(y, p, classes)
+    pred = p.argmax(axis=1)
+    labels = np.arange(len(classes))
+    precision, recall, f1, support = skm.precision_recall_fscore_support(y, pred, labels=labels, zero_division=0)
     return ClassificationReport(
-        classes=classes, n=len(y), accuracy=float(np.trace(confusion) / len(y)),
-        balanced_accuracy=float(recall[support > 0].mean()), macro_f1=float(f1[(support + predicted) > 0].mean()),
-        precision=by_class(classes, precision), recall=by_class(classes, recall), f1=by_class(classes, f1),
-        support={c: int(s) for c, s in zip(classes, support)},
-        average_precision={c: average_precision(curves[c]) if c in curves else math.nan for c in classes},
-        confusion=confusion, curves=curves)
+        classes=classes, n=len(y), accuracy=accuracy(y, pred), balanced_accuracy=balanced_accuracy(y, pred),
+        macro_f1=macro_f1(y, pred), precision=by_class(classes, precision), recall=by_class(classes, recall),
+        f1=by_class(classes, f1), support={c: int(s) for c, s in zip(classes, support)},
+        average_precision=class_average_precision(y, p, classes),
+        confusion=skm.confusion_matrix(y, pred, labels=labels).astype(np.int64), curves=class_curves(y, p, classes))
 
 
 def comparison_table(reports: Mapping[str, ClassificationReport]) -> pd.DataFrame:
