@@ -11,12 +11,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from skin_core.classes import CLASSES, ORIGINS, origin_of
-from skin_core.data.isic import load_isic
+from skin_core.data.isic import MASK_DIR, lesion_mask_uri, load_isic
 from skin_core.synth import SynthReport, generate_dataset, plan_dataset
 from skin_core.synth import dataset as synth_dataset
 from skin_core.synth.dataset import (
@@ -53,6 +54,12 @@ def _image(out: Path, image_id: str) -> np.ndarray:
     bgr = cv2.imread(str(out / INPUT_DIR / f"{image_id}.jpg"), cv2.IMREAD_COLOR)
     assert bgr is not None, image_id
     return bgr[..., ::-1]
+
+
+def _mask(out: Path, image_id: str) -> np.ndarray:
+    mask = cv2.imread(lesion_mask_uri(out, image_id), cv2.IMREAD_UNCHANGED)
+    assert mask is not None, image_id
+    return mask
 
 
 def test_layout_and_headers(small):
@@ -149,6 +156,35 @@ def test_repeated_lesion_images_differ_but_look_alike(small):
     a, b = (_image(out, i).astype(float) for i in pair)
     assert np.abs(a - b).mean() > 1.0  # different pose / acquisition
     assert (factors.set_index("image").loc[pair, "label"].nunique()) == 1
+
+
+def test_every_image_has_a_binary_lesion_mask_of_its_size(small):
+    out, _ = small
+    images = _read(out, GROUND_TRUTH_CSV)["image"].tolist()
+    assert sorted(p.stem for p in (out / MASK_DIR).glob("*.png")) == images
+    for image_id in images:
+        mask = _mask(out, image_id)
+        assert mask.shape == (SIZE_SMALL, SIZE_SMALL) and mask.dtype == np.uint8
+        assert set(np.unique(mask)) == {0, 255}  # binary, with lesion and skin both present
+
+
+def test_lesion_masks_sit_on_the_darker_lesion_pixels(small):
+    out, _ = small
+    images = _read(out, FACTORS_CSV)["image"].tolist()
+    grey = [_image(out, i).mean(axis=2) for i in images]
+    masks = [_mask(out, i) > 0 for i in images]
+    # compare within the field of view: the vignette's black corners are darker than any lesion
+    yy, xx = np.mgrid[:SIZE_SMALL, :SIZE_SMALL] - (SIZE_SMALL - 1) / 2
+    fov = np.hypot(yy, xx) < 0.4 * SIZE_SMALL
+    darker = [g[m].mean() < g[fov & ~m].mean() for g, m in zip(grey, masks)]
+    assert np.mean(darker) >= 0.8
+
+    def median_auc(pairs) -> float:  # how well darkness ranks lesion pixels above skin
+        return float(np.median([roc_auc_score(m[fov], -g[fov]) for g, m in pairs]))
+
+    own = median_auc(zip(grey, masks))
+    others = median_auc(zip(grey, masks[1:] + masks[:1]))  # the next image's mask: same centre, other pose
+    assert own > 0.9 and own - others > 0.15, (own, others)
 
 
 def test_same_seed_is_byte_identical_and_other_seed_differs(tmp_path):

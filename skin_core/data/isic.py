@@ -5,6 +5,7 @@ Layout (a local folder or ``s3://bucket/prefix``)::
     ISIC_2019_Training_Input/<image>.jpg
     ISIC_2019_Training_GroundTruth.csv   image + one-hot MEL..SCC,UNK
     ISIC_2019_Training_Metadata.csv      image,age_approx,anatom_site_general,lesion_id,sex
+    ISIC_2019_Training_Masks/<image>.png optional lesion masks (synthetic sets only), 255 on the lesion
 
 Errors in the tables stop the load with the file and the CSV line; an image
 listed with no file is rejected with its reason while the rest loads.
@@ -26,6 +27,7 @@ from skin_core.classes import CLASS_INDEX, CLASSES, UNKNOWN_CLASS, origin_of
 logger = logging.getLogger(__name__)
 
 IMAGE_DIR = "ISIC_2019_Training_Input"
+MASK_DIR = "ISIC_2019_Training_Masks"
 GROUND_TRUTH = "ISIC_2019_Training_GroundTruth.csv"
 METADATA = "ISIC_2019_Training_Metadata.csv"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
@@ -114,6 +116,11 @@ def _image_files(root: str) -> dict[str, str]:
     """Image id → file name for the images present under the input folder."""
     names = storage.list_names(storage.join(root, IMAGE_DIR))
     return {PurePath(n).stem: n for n in names if PurePath(n).suffix.lower() in IMAGE_SUFFIXES}
+
+
+def lesion_mask_uri(root: str, image_id: str) -> str:
+    """Where the lesion mask of ``image_id`` lies under ``root`` (``ISIC_2019_Training_Masks/<image>.png``)."""
+    return storage.join(str(root), MASK_DIR, f"{image_id}.png")
 
 
 def _metadata_columns(meta: pd.DataFrame, ids: pd.Series) -> pd.DataFrame:

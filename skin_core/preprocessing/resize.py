@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import cv2
 import numpy as np
 
@@ -20,30 +22,49 @@ def resize_square(rgb: np.ndarray, size: int = 224, mode: str = "center_crop") -
 
     Downscaling uses ``INTER_AREA`` (no aliasing); upscaling uses ``INTER_CUBIC``.
     """
+    check_square_args(size, mode)
+    fill = [float(c) for c in rgb.reshape(-1, 3).mean(axis=0)] if mode == "pad" else 0.0
+    return scale_square(to_square(rgb, mode, fill), size, grow=cv2.INTER_CUBIC)
+
+
+def check_square_args(size: int, mode: str) -> None:
+    """ValueError for an unknown ``mode`` or a ``size`` below 1."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if size < 1:
         raise ValueError(f"size must be positive, got {size}")
-    square = _center_crop(rgb) if mode == "center_crop" else _pad(rgb)
+
+
+def to_square(array: np.ndarray, mode: str, fill: float | Sequence[float] = 0.0) -> np.ndarray:
+    """The square of ``mode``: the centred square of the shorter side, or the whole array padded with ``fill``.
+
+    The geometry every square input and its masks share: ``center_crop`` starts
+    at ``((h - side) // 2, (w - side) // 2)``; ``pad`` puts ``(side - h) // 2``
+    rows on top and ``(side - w) // 2`` columns on the left.
+    """
+    return _center_crop(array) if mode == "center_crop" else _pad(array, fill)
+
+
+def scale_square(square: np.ndarray, size: int, grow: int, shrink: int = cv2.INTER_AREA) -> np.ndarray:
+    """``square`` scaled to ``size x size``: ``shrink`` interpolation when downscaling, else ``grow``."""
     side = square.shape[0]
     if side == size:
         return np.ascontiguousarray(square)
-    interpolation = cv2.INTER_AREA if side > size else cv2.INTER_CUBIC
+    interpolation = shrink if side > size else grow
     return cv2.resize(np.ascontiguousarray(square), (size, size), interpolation=interpolation)
 
 
-def _center_crop(rgb: np.ndarray) -> np.ndarray:
-    h, w = rgb.shape[:2]
+def _center_crop(array: np.ndarray) -> np.ndarray:
+    h, w = array.shape[:2]
     side = min(h, w)
     y0, x0 = (h - side) // 2, (w - side) // 2
-    return rgb[y0 : y0 + side, x0 : x0 + side]
+    return array[y0 : y0 + side, x0 : x0 + side]
 
 
-def _pad(rgb: np.ndarray) -> np.ndarray:
-    h, w = rgb.shape[:2]
+def _pad(array: np.ndarray, fill: float | Sequence[float]) -> np.ndarray:
+    h, w = array.shape[:2]
     side = max(h, w)
     top, left = (side - h) // 2, (side - w) // 2
-    fill = [float(c) for c in rgb.reshape(-1, 3).mean(axis=0)]
     return cv2.copyMakeBorder(
-        np.ascontiguousarray(rgb), top, side - h - top, left, side - w - left, cv2.BORDER_CONSTANT, value=fill
+        np.ascontiguousarray(array), top, side - h - top, left, side - w - left, cv2.BORDER_CONSTANT, value=fill
     )

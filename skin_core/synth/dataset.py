@@ -5,6 +5,10 @@ image's class, origin, lesion, patient metadata and acquisition effects;
 :func:`generate_dataset` renders that plan into the ISIC 2019 challenge layout.
 Acquisition effects depend only on the origin, and origins are drawn
 independently of the class, so nothing but the lesion itself carries the label.
+
+Unlike the real challenge data, every synthetic image also gets its lesion
+mask, ``ISIC_2019_Training_Masks/<image>.png`` (see
+:func:`skin_core.data.isic.lesion_mask_uri`), for measuring where a model looks.
 """
 
 from __future__ import annotations
@@ -27,10 +31,11 @@ from tqdm import tqdm
 from skin_core.classes import CLASSES, ORIGINS, UNKNOWN_CLASS
 from skin_core.data.isic import GROUND_TRUTH as GROUND_TRUTH_CSV
 from skin_core.data.isic import IMAGE_DIR as INPUT_DIR
+from skin_core.data.isic import MASK_DIR, lesion_mask_uri
 from skin_core.data.isic import METADATA as METADATA_CSV
 from skin_core.data.isic import METADATA_COLUMNS
 from skin_core.synth.acquisition import LIGHTINGS, SKIN_TONES, apply_acquisition, skin_field
-from skin_core.synth.lesion import place_lesion, render_lesion, sample_lesion
+from skin_core.synth.lesion import composite, pose_lesion, render_lesion, sample_lesion
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +49,9 @@ ISIC_ORIGIN_COUNTS = {"HAM": 10015, "BCN": 12413, "MSK": 819, "unknown": 2084}
 MIN_PER_CLASS = 3
 MIN_IMAGES = MIN_PER_CLASS * len(CLASSES)
 MIN_SIZE = 32
+# A pixel is lesion where the posed layer's alpha exceeds this share of the lesion's opacity: the
+# edge ramp crosses it exactly on the lesion's boundary, whatever the class (AK is only 0.4-0.6 opaque).
+MASK_LEVEL = 0.5
 FIRST_IMAGE_ID = 9_000_000
 JPEG_QUALITY = 90
 
@@ -83,6 +91,14 @@ class SynthReport:
     origin_counts: dict[str, int]
     n_lesions: int
     out_dir: Path
+
+
+@dataclass(frozen=True)
+class SynthImage:
+    """One rendered image (uint8 S×S×3 RGB) and its lesion mask (bool S×S)."""
+
+    rgb: np.ndarray
+    mask: np.ndarray
 
 
 def _rng(seed: int, *key: int) -> np.random.Generator:
@@ -225,21 +241,30 @@ def plan_dataset(n: int = 600, seed: int = 0) -> pd.DataFrame:
     return plan.join(patients, on="lesion_key")
 
 
-def render_image(row, index: int, size: int, seed: int) -> np.ndarray:
-    """The uint8 RGB image of one plan row (``index`` is its position in the plan)."""
+def render_image(row, index: int, size: int, seed: int) -> SynthImage:
+    """The image of one plan row (``index`` is its position in the plan) and its lesion mask.
+
+    The mask is where the posed lesion layer's alpha exceeds ``MASK_LEVEL`` times
+    the lesion's opacity, i.e. inside its boundary.  The pose is the only
+    geometry applied to the lesion (no later crop or resize), and the
+    acquisition effects (hair, ink, vignette) cover it without moving it.
+    """
     lesion = sample_lesion(row.label, _rng(seed, _LESION_STREAM, int(row.lesion_key)))
     rng = _rng(seed, _IMAGE_STREAM, index)
-    img = place_lesion(skin_field(size, row.skin_tone, rng), render_lesion(lesion, size), rng)
-    return apply_acquisition(
-        img, rng, hair=bool(row.hair), ruler=bool(row.ruler), marker=bool(row.marker),
+    skin = skin_field(size, row.skin_tone, rng)
+    posed = pose_lesion(render_lesion(lesion, size), rng)
+    rgb = apply_acquisition(
+        composite(skin, posed), rng, hair=bool(row.hair), ruler=bool(row.ruler), marker=bool(row.marker),
         lighting=row.lighting, border=bool(row.border),
     )
+    return SynthImage(rgb, posed[..., 3] > MASK_LEVEL * lesion.opacity)
 
 
-def _write_jpeg(path: Path, rgb: np.ndarray) -> None:
-    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(rgb[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+def _write_image(path: Path, pixels: np.ndarray, *params: int) -> None:
+    """Encode ``pixels`` (BGR or one channel) in the format of ``path``'s suffix and write them."""
+    ok, buf = cv2.imencode(path.suffix, np.ascontiguousarray(pixels), list(params))
     if not ok:
-        raise RuntimeError(f"JPEG encoding failed for {path.name}")
+        raise RuntimeError(f"{path.suffix} encoding failed for {path.name}")
     path.write_bytes(buf.tobytes())
 
 
@@ -285,7 +310,12 @@ def _report(plan: pd.DataFrame, out: Path) -> SynthReport:
 
 
 def generate_dataset(out_dir: str | Path, n: int = 600, size: int = 256, seed: int = 0) -> SynthReport:
-    """Render ``n`` synthetic dermoscopy images of ``size`` px into ``out_dir`` in the ISIC 2019 layout."""
+    """Render ``n`` synthetic dermoscopy images of ``size`` px into ``out_dir`` in the ISIC 2019 layout.
+
+    Writes ``ISIC_2019_Training_Input/<image>.jpg``, the lesion masks
+    ``ISIC_2019_Training_Masks/<image>.png`` (same size, 255 on the lesion, else
+    0), the ground-truth and metadata tables and ``synth_factors.csv``.
+    """
     if "://" in str(out_dir):
         raise ValueError(f"out_dir must be a local folder, got {out_dir!r}: generate locally, then upload")
     _check_int("size", size, MIN_SIZE, f"images must be at least {MIN_SIZE} px")
@@ -293,12 +323,16 @@ def generate_dataset(out_dir: str | Path, n: int = 600, size: int = 256, seed: i
     out = Path(out_dir)
     images = out / INPUT_DIR
     images.mkdir(parents=True, exist_ok=True)
+    (out / MASK_DIR).mkdir(exist_ok=True)
     for name in (GROUND_TRUTH_CSV, METADATA_CSV, FACTORS_CSV):  # stale tables would describe mixed images
         (out / name).unlink(missing_ok=True)
     start = time.perf_counter()
     rows = tqdm(plan.itertuples(index=False), total=len(plan), desc="synthetic images", unit="img", disable=None)
     for index, row in enumerate(rows):
-        _write_jpeg(images / f"{row.image}.jpg", render_image(row, index, size, seed))
+        rendered = render_image(row, index, size, seed)
+        _write_image(images / f"{row.image}.jpg", rendered.rgb[..., ::-1], cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY)
+        # lossless PNG, 255 on the lesion
+        _write_image(Path(lesion_mask_uri(out, row.image)), rendered.mask.astype(np.uint8) * np.uint8(255))
     _write_tables(out, plan)
     logger.info("synthetic ISIC: %d images of %d px in %.1f s -> %s", n, size, time.perf_counter() - start, out)
     return _report(plan, out)

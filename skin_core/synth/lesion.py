@@ -3,7 +3,7 @@
 A lesion is fully described by :class:`LesionParams` (drawn by
 :func:`sample_lesion` from the class's :class:`ClassStyle`).  Rendering the
 same parameters always gives the same RGBA layer, so several images of one
-lesion differ only by pose (:func:`place_lesion`) and acquisition effects.
+lesion differ only by pose (:func:`pose_lesion`) and acquisition effects.
 """
 
 from __future__ import annotations
@@ -182,19 +182,29 @@ def render_lesion(params: LesionParams, size: int) -> np.ndarray:
     return np.dstack([rgb, alpha])
 
 
-def place_lesion(img: np.ndarray, layer: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Composite a centred lesion layer onto the skin under a random pose."""
-    size = img.shape[0]
+def pose_lesion(layer: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The centred RGBA lesion layer under a random pose: mirror, rotation, scale and shift.
+
+    Its alpha channel is where the lesion lies in the image, so the lesion mask
+    is taken from it.
+    """
+    size = layer.shape[0]
     if rng.random() < 0.5:
         layer = np.ascontiguousarray(layer[:, ::-1])
     centre = ((size - 1) / 2.0, (size - 1) / 2.0)
     pose = cv2.getRotationMatrix2D(centre, rng.uniform(0.0, 360.0), rng.uniform(0.9, 1.1))
     pose[:, 2] += np.clip(rng.normal(0.0, 0.05 * size, 2), -0.1 * size, 0.1 * size)
-    warped = cv2.warpAffine(layer, pose, (size, size), flags=cv2.INTER_LINEAR, borderValue=0)
+    return cv2.warpAffine(layer, pose, (size, size), flags=cv2.INTER_LINEAR, borderValue=0)
+
+
+def composite(img: np.ndarray, posed: np.ndarray) -> np.ndarray:
+    """Lay a posed RGBA lesion layer over the skin ``img``."""
+    size = img.shape[0]
     # Pigment on darker skin looks darker: scale the lesion colour by the local skin level.
     skin_level = np.clip(img[size // 4 : -size // 4, size // 4 : -size // 4].mean() / 0.75, 0.6, 1.05)
-    alpha = warped[..., 3:]
-    return img * (1 - alpha) + warped[..., :3] * np.float32(skin_level) * alpha
+    alpha = posed[..., 3:]
+    return img * (1 - alpha) + posed[..., :3] * np.float32(skin_level) * alpha
+
 
 
 # --- dermoscopic structures: each modifies the lesion's rgb and alpha in place -----------
