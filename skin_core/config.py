@@ -20,9 +20,9 @@ from typing import Any, Mapping, Sequence, TypeVar
 
 import yaml
 
-T = TypeVar("T")
+from skin_core.layers import LAYERS, LayerSet  # noqa: F401 - LAYERS is imported from here too
 
-LAYERS: tuple[str, ...] = ("layer1", "layer2", "layer3", "layer4")
+T = TypeVar("T")
 
 
 class ConfigError(ValueError):
@@ -37,17 +37,72 @@ class DataConfig:
     synthetic_n: int = 600
     synthetic_size: int = 256
     synthetic_seed: int = 0
+    require_path: bool = False  # true for profiles meant for real data: no silent fall-back to the synthetic set
+
+
+# the keys of skin_core.preprocessing.color.COLOR_CONSTANCY (not imported: config stays free of OpenCV)
+COLOR_CONSTANCY_METHODS: tuple[str, ...] = ("none", "shades_of_gray")
 
 
 @dataclass(frozen=True)
 class PreprocessConfig:
-    """Per-image preprocessing: decode, black-edge removal, square resize."""
+    """Per-image preprocessing: decode, black-edge removal, colour constancy, square resize."""
 
     size: int = 224
     min_side: int = 32
     remove_borders: bool = True
     resize_mode: str = "center_crop"
     batch_size: int = 32  # images per Ray task: smaller pays task overhead, larger balances worse
+    color_constancy: str = "none"  # none | shades_of_gray (Finlayson & Trezzi 2004, as in the ISIC 2019 winners)
+    sog_power: float = 6.0  # Minkowski norm p of Shades of Gray: 1 is Grey World, 6 the usual choice
+
+    def __post_init__(self) -> None:
+        if self.color_constancy not in COLOR_CONSTANCY_METHODS:
+            raise ConfigError(f"preprocess.color_constancy: {self.color_constancy!r}; use "
+                              f"{' or '.join(COLOR_CONSTANCY_METHODS)}")
+        if not self.sog_power >= 1 or self.sog_power == float("inf"):
+            raise ConfigError(f"preprocess.sog_power: {self.sog_power!r}; the Minkowski norm must be a finite "
+                              "number >= 1")
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Batch augmentation on the training worker (``skin_core.data.augment``); the defaults are flips only.
+
+    Colour factors follow torchvision's ``ColorJitter``: a factor uniform in
+    ``[max(0, 1 - v), 1 + v]`` for brightness, contrast and saturation, a hue shift
+    uniform in ``[-hue, hue]`` of a full turn. ``crop_scale`` is the area range of a
+    random resized crop ((1, 1) disables it), ``crop_ratio`` its width/height range,
+    ``rotation`` the largest angle in degrees (uniform in ±rotation).
+    """
+
+    flips: bool = True  # horizontal/vertical flips and 90° turns: a lesion has no canonical orientation
+    crop_scale: tuple[float, float] = (1.0, 1.0)
+    crop_ratio: tuple[float, float] = (0.75, 1.3333)
+    rotation: float = 0.0
+    brightness: float = 0.0
+    contrast: float = 0.0
+    saturation: float = 0.0
+    hue: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check_range("augment.crop_scale", self.crop_scale, upper=1.0)
+        _check_range("augment.crop_ratio", self.crop_ratio, upper=float("inf"))
+        if not 0 <= self.rotation <= 180:
+            raise ConfigError(f"augment.rotation: {self.rotation!r}; give the largest angle in degrees, 0 to 180")
+        for name in ("brightness", "contrast", "saturation"):
+            value = getattr(self, name)
+            if not 0 <= value < float("inf"):
+                raise ConfigError(f"augment.{name}: {value!r}; the jitter must be a finite number >= 0")
+        if not 0 <= self.hue <= 0.5:
+            raise ConfigError(f"augment.hue: {self.hue!r}; the shift is a fraction of a turn, 0 to 0.5")
+
+
+def _check_range(where: str, bounds: tuple[float, ...], upper: float) -> None:
+    """``bounds`` is ``(low, high)`` with ``0 < low <= high <= upper``."""
+    if len(bounds) != 2 or not 0 < bounds[0] <= bounds[1] <= upper or bounds[1] == float("inf"):
+        limit = f" <= {upper:g}" if upper < float("inf") else ""
+        raise ConfigError(f"{where}: {list(bounds)!r}; expected [low, high] with 0 < low <= high{limit}")
 
 
 @dataclass(frozen=True)
@@ -66,7 +121,7 @@ class TeacherConfig:
     epochs: int = 100
     clusters: int = 16
     pca_dim: int = 256
-    batch_size: int = 64
+    batch_size: int = 64  # global: split over the training workers
     lr: float = 0.01
     ms_alpha: float = 2.0
     ms_beta: float = 50.0
@@ -88,7 +143,7 @@ class StudentConfig:
     """Cross-entropy plus attention transfer from the frozen teacher."""
 
     epochs: int = 100
-    batch_size: int = 64
+    batch_size: int = 64  # global: split over the training workers
     lr: float = 0.01
     at_beta: float = 1000.0  # β of the reference code: loss = CE + β/2 · Σ_layers AT
     # "baseline" (β = 0, no teacher) and attention-transfer layer sets such as "layer3+layer4"
@@ -98,10 +153,10 @@ class StudentConfig:
 
     def __post_init__(self) -> None:
         for variant in self.variants:
-            layers = variant.split("+")
-            if variant != "baseline" and (not layers or set(layers) - set(LAYERS) or len(set(layers)) != len(layers)):
-                raise ConfigError(f"student.variants: {variant!r} is neither 'baseline' nor layers from "
-                                  f"{', '.join(LAYERS)} joined by '+'")
+            try:
+                LayerSet.parse(variant)
+            except ValueError as err:
+                raise ConfigError(f"student.variants: {err}") from None
         if self.select_metric not in ("accuracy", "balanced_accuracy", "macro_f1"):
             raise ConfigError(f"student.select_metric: {self.select_metric!r}; use accuracy, balanced_accuracy "
                               "or macro_f1")
@@ -113,11 +168,17 @@ class StudentConfig:
 class ResourcesConfig:
     """Ray resources; fractional CPUs keep Ray Data alive next to training workers."""
 
-    num_workers: int = 2
+    num_workers: int = 0  # 0 = auto: one worker per GPU, else one per CPU node using all its cores
     use_gpu: bool = False
-    cpus_per_worker: float = 0.5
+    cpus_per_worker: float = 1.0  # Ray's reservation; a CPU worker's torch threads are its node's cores
     data_cpus: float = 1.0  # CPUs that must stay free for Ray Data next to the training workers
     max_failures: int = 2  # worker-group restarts Ray Train may make, each resuming from a checkpoint
+
+    def __post_init__(self) -> None:
+        if self.num_workers < 0:
+            raise ConfigError(f"resources.num_workers: {self.num_workers}; use 0 (auto) or a positive count")
+        if not self.cpus_per_worker > 0 or self.data_cpus < 0:
+            raise ConfigError("resources.cpus_per_worker must be > 0 and resources.data_cpus >= 0")
 
 
 @dataclass(frozen=True)
@@ -173,6 +234,7 @@ class PipelineConfig:
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     partition: PartitionConfig = field(default_factory=PartitionConfig)
     student: StudentConfig = field(default_factory=StudentConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)  # the student's training augmentation
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)

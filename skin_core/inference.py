@@ -10,7 +10,7 @@ import torch
 from skin_core import storage
 from skin_core.classes import CLASSES
 from skin_core.models.bundle import ModelCard
-from skin_core.preprocessing import ImageRejected, preprocess_image
+from skin_core.preprocessing import ImageRejected, preprocess_with
 from skin_core.training.student import predict_probs
 
 
@@ -34,9 +34,7 @@ def predict_uris(model: torch.nn.Module, card: ModelCard, sources: list[str | by
         name = f"image {i} (bytes)" if isinstance(source, bytes) else source
         try:
             data = source if isinstance(source, bytes) else storage.read_bytes(source)
-            p = card.preprocess
-            done = preprocess_image(data, size=p.size, min_side=p.min_side, remove_borders=p.remove_borders,
-                                    mode=p.resize_mode, name=name)
+            done = preprocess_with(data, card.preprocess, name=name)
         except (ImageRejected, OSError) as err:
             results.append(ImagePrediction(name, error=str(err) or type(err).__name__))
             continue

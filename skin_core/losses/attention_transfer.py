@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from skin_core.config import LAYERS
+from skin_core.layers import LAYERS, LayerSet
 
 logger = logging.getLogger(__name__)
 
@@ -89,10 +89,13 @@ def at_term(student: torch.Tensor, teacher: torch.Tensor, p: int = 2) -> torch.T
 
 
 def check_layers(layers: Sequence[str]) -> tuple[str, ...]:
-    """The layers as a tuple; ValueError when empty, unknown or repeated."""
+    """The layers as a tuple; ValueError when empty, unknown or repeated (``LayerSet``'s rules)."""
     layers = tuple(layers)
-    unknown = sorted(set(layers) - set(LAYERS))
-    if not layers or unknown or len(set(layers)) != len(layers):
+    try:
+        valid = bool(layers) and len(LayerSet.parse("+".join(layers)).layers) == len(layers)
+    except ValueError:
+        valid = False
+    if not valid:
         raise ValueError(f"attention-transfer layers must be a non-empty subset of {', '.join(LAYERS)} "
                          f"without repeats, got {list(layers)}")
     return layers

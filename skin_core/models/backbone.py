@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision import models
 
-from skin_core.config import LAYERS
+from skin_core.layers import LAYERS
 from skin_core.models.weights import load_backbone_weights
 
 logger = logging.getLogger(__name__)

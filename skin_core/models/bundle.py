@@ -60,7 +60,7 @@ def load_bundle(uri: str) -> tuple[Classifier, ModelCard]:
         raise FileNotFoundError(f"{uri}: not a trained model (no {CARD_FILE})") from err
     if card.classes != CLASSES:
         raise ValueError(f"{uri}: model classes {card.classes} differ from {CLASSES}")
-    model = Classifier(card.arch, layers=())
+    model = Classifier(card.arch, layers=())  # no maps needed to predict
     state = torch.load(io.BytesIO(storage.read_bytes(storage.join(folder, WEIGHTS_FILE))), map_location="cpu",
                        weights_only=True)
     model.load_state_dict(state)

@@ -7,7 +7,7 @@ from typing import Sequence
 import torch
 
 from skin_core.classes import CLASSES
-from skin_core.config import LAYERS
+from skin_core.layers import LAYERS
 from skin_core.models.backbone import Backbone
 
 
@@ -19,8 +19,8 @@ class Classifier(Backbone):
     of both at the same resolutions for the same input size.
     """
 
-    def __init__(self, arch: str = "resnet50", weights: str = "none", layers: Sequence[str] = LAYERS,
-                 num_classes: int = len(CLASSES)) -> None:
+    def __init__(self, arch: str = "resnet50", num_classes: int = len(CLASSES), weights: str = "none",
+                 layers: Sequence[str] = LAYERS) -> None:
         super().__init__(arch, embedding_dim=num_classes, weights="none", layers=layers)
         if weights != "none":  # pretrained trunks only: the classifier head starts fresh
             from skin_core.models.weights import load_backbone_weights

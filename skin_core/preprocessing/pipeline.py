@@ -8,7 +8,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from skin_core.config import PreprocessConfig
+
 from .border import remove_border
+from .color import apply_color_constancy
 from .decode import decode_image
 from .resize import resize_square
 
@@ -37,11 +40,16 @@ def preprocess_image(
     remove_borders: bool = True,
     name: str = "",
     mode: str = "center_crop",
+    color_constancy: str = "none",
+    sog_power: float = 6.0,
 ) -> ProcessedImage:
-    """Decode, crop away any dark border, and resize to ``size x size x 3`` uint8 RGB.
+    """Decode, crop away any dark border, correct the colour cast, and resize to ``size x size x 3`` uint8 RGB.
 
     Raises :class:`~skin_core.preprocessing.decode.ImageRejected` for unusable
-    input (see :func:`decode_image`); ``mode`` is passed to :func:`resize_square`.
+    input (see :func:`decode_image`); ``mode`` is passed to :func:`resize_square`;
+    ``color_constancy`` and ``sog_power`` to :func:`apply_color_constancy`. Colour
+    constancy runs after border removal, so the black vignette does not pull the
+    illuminant estimate, and before resizing, so it sees every original pixel.
     """
     rgb = decode_image(data, min_side=min_side, name=name)
     h, w = rgb.shape[:2]
@@ -52,7 +60,17 @@ def preprocess_image(
         crop, box, had_border = rgb, (0, 0, w, h), False
     if had_border:
         logger.debug("image %s: border removed, kept box %s of %dx%d", name, box, w, h)
+    crop = apply_color_constancy(crop, color_constancy, sog_power)
     return ProcessedImage(resize_square(crop, size, mode), had_border, box, (w, h))
+
+
+def preprocess_with(data: bytes, config: PreprocessConfig, name: str = "") -> ProcessedImage:
+    """:func:`preprocess_image` with every per-image setting of ``config``: the one call shared by
+    preprocessing for training, ``skin evaluate``, ``skin predict`` and the served model, so they
+    cannot drift apart (``batch_size`` only groups images into tasks and changes no pixel)."""
+    return preprocess_image(data, size=config.size, min_side=config.min_side, remove_borders=config.remove_borders,
+                            name=name, mode=config.resize_mode, color_constancy=config.color_constancy,
+                            sog_power=config.sog_power)
 
 
 def encode_png(rgb: np.ndarray, *, compression: int = 3) -> bytes:
@@ -61,3 +79,10 @@ def encode_png(rgb: np.ndarray, *, compression: int = 3) -> bytes:
     if not ok:
         raise ValueError(f"PNG encoding failed for an array of shape {rgb.shape}")
     return buf.tobytes()
+
+
+def decode_pngs(encoded: list[bytes] | np.ndarray) -> np.ndarray:
+    """PNG/JPEG byte strings (as stored in the shards) → uint8 RGB array N×H×W×3 (equal sizes)."""
+    images = [cv2.cvtColor(cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+              for b in encoded]
+    return np.stack(images) if images else np.zeros((0, 0, 0, 3), np.uint8)

@@ -16,7 +16,7 @@ from skin_core import storage
 from skin_core.config import PreprocessConfig
 from skin_core.data.isic import MANIFEST_COLUMNS
 from skin_core.preprocessing.decode import ImageRejected
-from skin_core.preprocessing.pipeline import encode_png, preprocess_image
+from skin_core.preprocessing.pipeline import encode_png, preprocess_with
 
 logger = logging.getLogger(__name__)
 
@@ -34,8 +34,7 @@ def preprocess_uri(uri: str, image_id: str, config: PreprocessConfig) -> dict[st
     """The result columns for one image; failures are recorded, not raised."""
     try:
         data = storage.read_bytes(uri)
-        done = preprocess_image(data, size=config.size, min_side=config.min_side,
-                                remove_borders=config.remove_borders, mode=config.resize_mode, name=image_id)
+        done = preprocess_with(data, config, name=image_id)
     except ImageRejected as err:
         return _rejected(err.reason)
     except OSError as err:

@@ -13,7 +13,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from skin_core.data.transforms import random_flips, to_input
+from skin_core.config import AugmentConfig
+from skin_core.data.augment import augment_batch
+from skin_core.data.transforms import normalize, to_input, to_unit
 from skin_core.training.teacher import autocast, average, backward_step
 
 
@@ -45,13 +47,17 @@ def student_step(student: nn.Module, x: torch.Tensor, y: torch.Tensor, objective
 def train_epoch(student: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], objective: nn.Module,
                 optimizer: torch.optim.Optimizer, device: torch.device, *, teacher: nn.Module | None = None,
                 generator: torch.Generator | None = None, amp: bool = False,
-                scaler: torch.amp.GradScaler | None = None) -> dict[str, float]:
-    """One pass over ``(uint8 images, class indices)`` batches with random flips; averaged step stats."""
+                scaler: torch.amp.GradScaler | None = None, augment: AugmentConfig = AugmentConfig()
+                ) -> dict[str, float]:
+    """One pass over ``(uint8 images, class indices)`` batches, augmented on the fly; averaged step stats.
+
+    The teacher sees the same augmented batch as the student, so their attention maps are of one image.
+    """
     student.train()
 
     def steps() -> Iterable[dict[str, float]]:
         for images, labels in batches:
-            x = random_flips(to_input(images, device), generator)
+            x = normalize(augment_batch(to_unit(images, device), augment, generator))
             yield student_step(student, x, labels.to(device), objective, optimizer, teacher, scaler, amp)
 
     return average(steps())

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import contextlib
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable
 
 import numpy as np
 import torch
 from torch import nn
 
-from skin_core.clustering import KMeansResult, UniformClusterSampler, kmeans, pca_whiten
+from skin_core.clustering import (KMeansResult, UniformClusterSampler, cluster_nmi, cluster_purity, kmeans,
+                                  pca_whiten)
+from skin_core.metrics.knn import knn_scores
 from skin_core.data.transforms import random_flips, to_input
 from skin_core.distributed import broadcast_from_root, gather_to_root, world
 
@@ -32,6 +34,7 @@ class ClusterRound:
     sizes: np.ndarray
     offset: int  # where this rank's rows start
     count: int  # how many rows this rank holds
+    quality: dict[str, float] = field(default_factory=dict)  # feature_quality, where labels were given
 
     def local(self) -> np.ndarray:
         return self.assignments[self.offset:self.offset + self.count]
@@ -62,17 +65,36 @@ def cluster_features(features: np.ndarray, k: int, pca_dim: int, seed: int) -> K
     return kmeans(pca_whiten(features, pca_dim), k, seed=seed)
 
 
-def cluster_globally(image_ids: np.ndarray, features: np.ndarray, k: int, pca_dim: int, seed: int) -> ClusterRound:
-    """Gather every rank's features on rank 0, cluster there, share the assignments back."""
-    parts = gather_to_root((image_ids, features))
+def feature_quality(features: np.ndarray, labels: np.ndarray, heldout: np.ndarray, assignments: np.ndarray,
+                    k: int = 20) -> dict[str, float]:
+    """How much the features know about the diagnosis (labels evaluate; they never train the teacher).
+
+    k-NN (cosine, ``k``) from the images of the other lesions to those of the
+    held-out lesions, the usual evaluation of self-supervised features; and the
+    purity and NMI of the clusters against the labels.
+    """
+    quality = {"purity": cluster_purity(assignments, labels), "nmi_label": cluster_nmi(assignments, labels)}
+    if heldout.any() and (~heldout).any():
+        knn = knn_scores(features[~heldout], labels[~heldout], features[heldout], labels[heldout], k=k)
+        quality |= {"knn_accuracy": knn.accuracy, "knn_balanced_accuracy": knn.balanced_accuracy}
+    return quality
+
+
+def cluster_globally(image_ids: np.ndarray, features: np.ndarray, k: int, pca_dim: int, seed: int,
+                     labels: np.ndarray | None = None, heldout: np.ndarray | None = None) -> ClusterRound:
+    """Gather every rank's features on rank 0, cluster there (and measure them against ``labels``), share back."""
+    parts = gather_to_root((image_ids, features, labels, heldout))
     result = None
     if parts is not None:
-        ids = np.concatenate([p[0] for p in parts])
-        found = cluster_features(np.concatenate([p[1] for p in parts]), k, pca_dim, seed)
-        result = (ids, found.assignments, found.distances, found.sizes, [len(p[0]) for p in parts])
-    ids, assignments, distances, sizes, counts = broadcast_from_root(result)
+        ids, feats = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+        found = cluster_features(feats, k, pca_dim, seed)
+        quality = {} if labels is None else feature_quality(
+            feats, np.concatenate([p[2] for p in parts]), np.concatenate([p[3] for p in parts]), found.assignments)
+        result = (ids, found.assignments, found.distances, found.sizes, [len(p[0]) for p in parts], quality)
+    ids, assignments, distances, sizes, counts, quality = broadcast_from_root(result)
     rank = world()[0]
-    return ClusterRound(ids, assignments, distances, sizes, offset=int(sum(counts[:rank])), count=counts[rank])
+    return ClusterRound(ids, assignments, distances, sizes, offset=int(sum(counts[:rank])), count=counts[rank],
+                        quality=quality)
 
 
 def average(stats: Iterable[dict[str, float]]) -> dict[str, float]:

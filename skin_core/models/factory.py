@@ -1,0 +1,25 @@
+"""One way to build the networks: the teacher's embedding backbone or the student's classifier, from the config."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from skin_core.classes import CLASSES
+from skin_core.config import ModelConfig
+from skin_core.layers import LAYERS
+from skin_core.models.backbone import Backbone
+from skin_core.models.classifier import Classifier
+
+HEADS = ("embedding", "classifier")
+
+
+def create_model(model: ModelConfig, head: str, layers: Sequence[str] = LAYERS, weights: str | None = None) -> Backbone:
+    """``head="embedding"``: the metric teacher (L2-normalised ``model.embedding_dim`` head);
+    ``head="classifier"``: the student (logits over ``CLASSES``).  ``layers`` are the feature maps
+    the forward pass returns; ``weights`` overrides ``model.weights`` (a trained teacher's file)."""
+    source = model.weights if weights is None else weights
+    if head == "embedding":
+        return Backbone(model.arch, model.embedding_dim, weights=source, layers=layers)
+    if head == "classifier":
+        return Classifier(model.arch, len(CLASSES), weights=source, layers=layers)
+    raise ValueError(f"unknown model head {head!r}; use one of {', '.join(HEADS)}")
