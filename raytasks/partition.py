@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from skin_core import storage
-from skin_core.config import PartitionConfig, config_hash, to_dict
+from raytasks.stages import Stage, StageContext, StageOutput
+from raytasks.teacher import ASSIGNMENTS, TeacherSummary
+from skin_core.config import PartitionConfig, flatten, to_dict
 from skin_core.partitioning.clusters import partition_by_clusters
-from skin_core.publish import Publication, publish, require_publication, reusable, start_run
 
 logger = logging.getLogger(__name__)
 
@@ -22,38 +22,43 @@ SPLITS_FILE, SUMMARY_FILE = "partition.csv", "partition_summary.csv"
 
 
 @dataclass(frozen=True)
-class PartitionResult:
-    publication: Publication
-    reused: bool
+class PartitionSummary:
+    """Images per split and the clusters held out as test."""
 
-    def table(self) -> pd.DataFrame:
-        (uri,) = self.publication.uris(SPLITS_FILE)
-        return storage.read_csv(uri)
+    train: int
+    val: int
+    test: int
+    test_clusters: tuple[int, ...]
 
 
-def run_partition(teacher: str, out: str, config: PartitionConfig) -> PartitionResult:
+def partition_stage(teacher: StageOutput[TeacherSummary], config: PartitionConfig) -> Stage[PartitionSummary]:
     """Split the teacher's clustered images into train / val / test (whole clusters held out)."""
-    teacher, out = storage.absolute(teacher), storage.absolute(out)
-    source = require_publication(teacher)
-    key = config_hash({"teacher": source.config_hash, "partition": to_dict(config)})
-    if (existing := reusable(out, key)) is not None:
-        return PartitionResult(existing, reused=True)
-    (assignments_uri,) = source.uris("assignments.csv")
-    frame = storage.read_csv(assignments_uri)
-    partition = partition_by_clusters(frame, test_clusters=config.test_clusters,
-                                      val_fraction=config.val_fraction, seed=config.seed)
-    run = start_run(out)
-    storage.write_bytes(storage.join(out, run, SPLITS_FILE), partition.assignment.to_csv(index=False).encode())
-    storage.write_bytes(storage.join(out, run, SUMMARY_FILE), partition.summary().to_csv().encode())
-    counts = {split: int((partition.assignment["split"] == split).sum()) for split in ("train", "val", "test")}
-    counts["test_clusters"] = list(partition.test_clusters)
-    logger.info("partition: %s", counts)
-    return PartitionResult(publish(out, run, key, counts, {"partition": to_dict(config)}), reused=False)
+
+    def write(context: StageContext) -> PartitionSummary:
+        partition = partition_by_clusters(teacher.read_csv(ASSIGNMENTS), test_clusters=config.test_clusters,
+                                          val_fraction=config.val_fraction, seed=config.seed)
+        context.write_csv(SPLITS_FILE, partition.assignment)
+        context.write_csv(SUMMARY_FILE, partition.summary(), index=True)
+        counts = partition.assignment["split"].value_counts()
+        summary = PartitionSummary(*(int(counts.get(s, 0)) for s in ("train", "val", "test")),
+                                   test_clusters=tuple(int(c) for c in partition.test_clusters))
+        logger.info("partition: %s", summary)
+        return summary
+
+    return Stage("partition", {"teacher": teacher.key, "partition": to_dict(config)}, PartitionSummary, write,
+                 params=flatten({"partition": to_dict(config)}))
 
 
-def format_partition(result: PartitionResult) -> str:
-    (uri,) = result.publication.uris(SUMMARY_FILE)
-    summary = storage.read_csv(uri, index_col=[0, 1])
-    counts = result.publication.counts
-    return (f"partition        train {counts['train']:,} · val {counts['val']:,} · test {counts['test']:,} "
-            f"(held-out clusters {counts['test_clusters']})\n{summary.to_string()}")
+def splits(partition: StageOutput[PartitionSummary]) -> pd.DataFrame:
+    """The per-image table: image_id, lesion_id, label, origin, cluster, split, test_set."""
+    return partition.read_csv(SPLITS_FILE)
+
+
+def summary_table(partition: StageOutput[PartitionSummary]) -> pd.DataFrame:
+    return partition.read_csv(SUMMARY_FILE, index_col=[0, 1])
+
+
+def format_partition(result: StageOutput[PartitionSummary]) -> str:
+    s = result.summary
+    return (f"partition        train {s.train:,} · val {s.val:,} · test {s.test:,} "
+            f"(held-out clusters {list(s.test_clusters)})\n{summary_table(result).to_string()}")

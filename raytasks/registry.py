@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import mlflow
 import mlflow.artifacts
@@ -26,8 +28,10 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 
+from raytasks.tracking import TrackedRun
 from skin_core import storage
 from skin_core.classes import CLASSES
+from skin_core.config import TrackingConfig
 from skin_core.models.bundle import CARD_FILE, WEIGHTS_FILE, bundle_folder, load_bundle
 from skin_core.preprocessing import encode_png
 
@@ -145,6 +149,30 @@ def promote_if_better(client: mlflow.MlflowClient, name: str, version: str, alia
     client.set_registered_model_alias(name, alias, version)
     logger.info("%s v%s is now @%s (%s %.4f)", name, version, alias, metric, value)
     return True
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A trained student that may become the champion: the MLflow run to log it into, its output, its score."""
+
+    run_id: str
+    folder: str
+    key: str  # the student's stage key: registered once, however often a rerun reuses it
+    score: float
+
+
+def register_champion(tracker: TrackedRun, tracking: TrackingConfig, candidates: Sequence[Candidate],
+                      metric: str) -> str:
+    """Register the best candidate (NaN scores last) and move the alias when it beats the holder.
+
+    Returns ``NAME/VERSION``, or "" when tracking is off or nothing finished.
+    """
+    if not tracker.enabled or not candidates:
+        return ""
+    best = max(candidates, key=lambda c: c.score if math.isfinite(c.score) else -math.inf)
+    version = log_student(tracker.uri, best.run_id, best.folder, tracking.registered_model, best.key)
+    promote_if_better(tracker.client, tracking.registered_model, version, tracking.alias, metric, best.score)
+    return f"{tracking.registered_model}/{version}"
 
 
 def resolve_model(uri: str, tracking_uri: str | None = None) -> str:

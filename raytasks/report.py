@@ -1,18 +1,24 @@
-"""The pipeline's HTML report, assembled from the published stage outputs (``out/report.html``)."""
+"""The pipeline's HTML report, assembled from the stages' typed outputs (``out/report.html``)."""
 
 from __future__ import annotations
 
 import datetime as dt
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from raytasks.evaluation import SETS, EvaluationResult
-from raytasks.partition import SUMMARY_FILE, PartitionResult
+from raytasks.evaluation import SETS, EvaluationSummary, comparison
+from raytasks.partition import PartitionSummary, summary_table
+from raytasks.stages import StageOutput
 from raytasks.teacher import HISTORY as TEACHER_HISTORY
-from raytasks.teacher import MONTAGE, TeacherResult
+from raytasks.teacher import MONTAGE, TeacherSummary
 from skin_core import storage
+from skin_core.config import PipelineConfig
 from skin_core.data.summary import DatasetSummary
 from skin_core.reporting import Section, render_report
+
+if TYPE_CHECKING:
+    from raytasks.pipeline import PipelineResult
 
 REPORT = "report.html"
 
@@ -23,45 +29,50 @@ def _set_order(name: str) -> tuple[int, str]:
     return next((i for i, s in enumerate(SETS) if stem.endswith(f"_{s}")), len(SETS)), name
 
 
-def _pngs(evaluation: EvaluationResult, prefix: str, suffix: str = ".png") -> dict[str, bytes]:
-    names = sorted((u.rsplit("/", 1)[-1] for u in evaluation.publication.uris(suffix)), key=_set_order)
-    return {n[len(prefix):-len(suffix)].replace("_", " "): storage.read_bytes(storage.join(evaluation.folder, n))
+def _pngs(evaluation: StageOutput[EvaluationSummary], prefix: str) -> dict[str, bytes]:
+    names = sorted((u.rsplit("/", 1)[-1] for u in evaluation.publication.uris(".png")), key=_set_order)
+    return {n[len(prefix):-len(".png")].replace("_", " "): evaluation.read_bytes(n)
             for n in names if n.startswith(prefix)}
 
 
 def _dataset(summary: DatasetSummary) -> Section:
-    d = summary.to_dict()
-    counts = pd.DataFrame({"images": pd.Series(d["per_class"])}).T
-    origins = pd.DataFrame({"images": pd.Series(d["per_origin"])}).T
-    return Section("Dataset", f"{d['images']:,} images", tables={"per class": counts, "per origin": origins})
+    counts = pd.DataFrame({"images": pd.Series(summary.per_class)}).T
+    origins = pd.DataFrame({"images": pd.Series(summary.per_origin)}).T
+    return Section("Dataset", f"{summary.images:,} images", tables={"per class": counts, "per origin": origins})
 
 
-def _teacher(teacher: TeacherResult, factor_nmi: dict[str, float]) -> Section:
-    history = storage.read_csv(teacher.uri(TEACHER_HISTORY), keep_default_na=True)
-    tables = {"training history": history.select_dtypes("number").set_index("epoch")}
+def _teacher(teacher: StageOutput[TeacherSummary], factor_nmi: dict[str, float]) -> Section:
+    history = teacher.read_csv(TEACHER_HISTORY, keep_default_na=True)
+    s = teacher.summary
+    quality = pd.DataFrame({"k-NN accuracy": [s.knn_init_accuracy, s.knn_accuracy],
+                            "k-NN balanced accuracy": [s.knn_init_balanced_accuracy, s.knn_balanced_accuracy]},
+                           index=["untrained network (epoch 0)", f"teacher (epoch {s.epochs})"])
+    tables = {"feature quality against the labels (k = 20, cosine; labels only evaluate)": quality,
+              "training history": history.select_dtypes("number").set_index("epoch")}
     if factor_nmi:
         tables["cluster NMI against the synthetic generator's factors"] = pd.DataFrame([factor_nmi], index=["NMI"])
-    counts = teacher.publication.counts
+    verdict = ("The teacher's features classify held-out lesions better than the untrained network's."
+               if s.knn_balanced_accuracy > s.knn_init_balanced_accuracy else
+               "Warning: the teacher's features are no better than the untrained network's on held-out lesions; "
+               "it has little useful attention to transfer.")
     return Section("Metric teacher: DeepCluster + Multi-Similarity loss",
-                   f"K = {counts['clusters']} clusters over {counts['images']:,} images, epochs trained: "
-                   f"{counts['epochs']}. Each montage row is one cluster.", tables,
-                   {"cluster montage": storage.read_bytes(teacher.uri(MONTAGE))}, figure_width=900)
+                   f"K = {s.clusters} clusters over {s.images:,} images, epochs trained: {s.epochs}; cluster purity "
+                   f"{s.purity:.3f}, NMI to labels {s.nmi_label:.3f}. {verdict} Each montage row is one cluster.",
+                   tables, {"cluster montage": teacher.read_bytes(MONTAGE)}, figure_width=900)
 
 
-def _partition(partition: PartitionResult) -> Section:
-    (uri,) = partition.publication.uris(SUMMARY_FILE)
-    c = partition.publication.counts
-    summary = storage.read_csv(uri, index_col=[0, 1])
+def _partition(partition: StageOutput[PartitionSummary]) -> Section:
+    c = partition.summary
+    summary = summary_table(partition)
     per_split = summary["total"].unstack(0).reindex(columns=["train", "val", "test"]).fillna(0).astype(int)
     per_origin = summary.drop(columns="total").groupby(level=0).sum().reindex(["train", "val", "test"])
-    return Section("Cluster-based partition", f"train {c['train']:,} · val {c['val']:,} · test {c['test']:,}; "
-                   f"held-out clusters {c['test_clusters']}; the test split is split again by origin (HAM-test, "
+    return Section("Cluster-based partition", f"train {c.train:,} · val {c.val:,} · test {c.test:,}; "
+                   f"held-out clusters {list(c.test_clusters)}; the test split is split again by origin (HAM-test, "
                    "BCN-test)", {"images per class and split": per_split.T, "images per origin and split": per_origin})
 
 
-def _results(evaluation: EvaluationResult) -> list[Section]:
-    tables = {s: evaluation.table(s) for s in SETS
-              if f"{evaluation.publication.run}/table_{s}.csv" in evaluation.publication.files}
+def _results(evaluation: StageOutput[EvaluationSummary]) -> list[Section]:
+    tables = {s: comparison(evaluation, s) for s in SETS if evaluation.has(f"table_{s}.csv")}
     return [
         Section("Accuracy and F1: baseline against attention transfer", "Paper-style tables; balanced accuracy is "
                 "the mean per-class recall.", tables),
@@ -72,16 +83,20 @@ def _results(evaluation: EvaluationResult) -> list[Section]:
     ]
 
 
-def write_report(out: str, profile: str, summary: DatasetSummary, teacher: TeacherResult, factor_nmi: dict,
-                 partition: PartitionResult, evaluation: EvaluationResult, stages: str, mlflow_hint: str) -> str:
+def _stages(result: "PipelineResult", mlflow_hint: str) -> Section:
+    table = pd.DataFrame([(s.name, "reused" if s.reused else "ran", s.folder) for s in result.stages],
+                         columns=["stage", "status", "output"]).set_index("stage")
+    registered = f"Registered: {result.registered}. " if result.registered else ""
+    return Section("Stages", f"{registered}MLflow: {mlflow_hint}", {"": table})
+
+
+def write_report(config: PipelineConfig, result: "PipelineResult", mlflow_hint: str) -> str:
     """Render and publish ``out/report.html`` (atomic write); returns its URI."""
-    sections = [_dataset(summary), _teacher(teacher, factor_nmi), _partition(partition), *_results(evaluation),
-                Section("Stages", f"{mlflow_hint}", {"": pd.DataFrame(
-                    [line.split(maxsplit=2) for line in stages.splitlines()[1:] if len(line.split()) == 3],
-                    columns=["stage", "status", "output"]).set_index("stage")})]
+    sections = [_dataset(result.dataset), _teacher(result.teacher, result.factor_nmi), _partition(result.partition),
+                *_results(result.evaluation), _stages(result, mlflow_hint)]
     when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     page = render_report("Skin-lesion classification: metric teacher and attention-transfer student",
-                         f"profile {profile} · {when} · {storage.absolute(out)}", sections)
-    uri = storage.join(storage.absolute(out), REPORT)
+                         f"profile {config.profile} · {when} · {storage.absolute(config.out)}", sections)
+    uri = storage.join(storage.absolute(config.out), REPORT)
     storage.write_bytes(uri, page.encode("utf-8"))
     return uri

@@ -1,58 +1,78 @@
-"""The classification student on Ray Train: CE + attention transfer from the frozen teacher, or the baseline.
+"""The classification students on Ray Train: CE + attention transfer from the frozen teacher, or the baseline.
 
-One loop serves both: a variant is ``baseline`` (β = 0, no teacher) or a set of
-transfer layers (``layer3+layer4``).  Each epoch trains on the worker's shard
-(``iter_torch_batches``), validates on the gathered validation predictions, and
-rank 0 reports a checkpoint holding the latest state and the best weights so
-far (by ``student.select_metric``); a restarted run resumes from it.
+One loop serves every variant: ``baseline`` (β = 0, no teacher) or a set of
+transfer layers (``layer3+layer4``).  All the variants still to train go
+through ONE Ray Train run, one after the other, so the worker group starts and
+the data is loaded and decoded once, not once per variant: each worker holds
+its shard of the train and validation splits in memory.  Each variant starts
+from the same seeded initialisation (a paired comparison); each epoch trains on
+a seeded permutation, validates on the gathered validation predictions, and
+rank 0 reports a checkpoint with the latest state and the best weights so far
+(by ``student.select_metric``).  When a variant ends, rank 0 writes its kept and
+last weights and its history to the variant's stage folder (``final/``); the
+driver publishes each variant as its own stage.  A restarted run resumes at the
+variant and epoch it had reached.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import json
 import logging
 import math
 import time
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 import ray.train
-import ray.train.torch
 import torch
 from ray.data.expressions import col
 from ray.train import CheckpointConfig, FailureConfig, RunConfig
 from ray.train.torch import TorchTrainer
 
-from raytasks.checkpoints import report_epoch, unwrap
-from raytasks.partition import PartitionResult
-from raytasks.preprocess import read_shards
-from raytasks.runtime import scaling_config, storage_path
+from raytasks.checkpoints import latest_state, load_weights, report_epoch, restore, unwrap
+from raytasks.udfs import decode_labeled, decode_split
+from raytasks.partition import PartitionSummary, splits
+from raytasks.preprocess import PreprocessSummary, read_shards
+from raytasks.progress import EpochProgress
+from raytasks.runtime import WorkerPlan, storage_path, worker_plan
+from raytasks.stages import Stage, StageContext, StageOutput, is_done, run_in, stage_tags
 from raytasks.teacher import WEIGHTS as TEACHER_WEIGHTS
+from raytasks.teacher import TeacherSummary
+from raytasks.tracking import TrackedRun, finishing
+from raytasks.worker import InMemorySplit, equal_steps, quiet, start_worker
 from skin_core import storage
 from skin_core.classes import CLASSES
-from skin_core.config import ModelConfig, PipelineConfig, PreprocessConfig, StudentConfig, config_hash, to_dict
-from skin_core.data.transforms import decode_pngs
+from skin_core.config import AugmentConfig, ModelConfig, PipelineConfig, StudentConfig, config_hash, flatten, to_dict
 from skin_core.distributed import broadcast_from_root, gather_to_root
+from skin_core.layers import LayerSet
 from skin_core.losses.attention_transfer import StudentObjective
 from skin_core.metrics.classification import classification_report
-from skin_core.models import Backbone, check_transfer_layers
-from skin_core.models.bundle import ModelCard, save_bundle
-from skin_core.models.classifier import Classifier
-from skin_core.publish import Publication, publish, require_publication, reusable, start_run
+from skin_core.models import check_transfer_layers, create_model
+from skin_core.models.bundle import WEIGHTS_FILE, ModelCard, save_bundle
 from skin_core.training.student import freeze, predict_probs, train_epoch
 
 logger = logging.getLogger(__name__)
 
-BASELINE = "baseline"
 HISTORY = "history.csv"
+LAST_WEIGHTS = "last.pt"  # the last epoch's weights, beside the kept (best) ones
+FINAL = "final"  # in a variant's stage folder: what rank 0 wrote when the variant ended, before publication
+KEPT_FILE, HISTORY_FILE = "kept.pt", "history.json"
 
 
-def variant_layers(variant: str) -> tuple[str, ...]:
-    """``baseline`` → (); ``layer3+layer4`` → ("layer3", "layer4")."""
-    return () if variant == BASELINE else tuple(variant.split("+"))
+@dataclass(frozen=True)
+class StudentSummary:
+    """The kept epoch (by ``student.select_metric`` on validation) and the last one."""
+
+    variant: str
+    epochs: int
+    best: float  # the validation metric of the kept epoch
+    best_epoch: int
+    last: float  # the validation metric of the last epoch
 
 
 @dataclass(frozen=True)
@@ -61,60 +81,32 @@ class StudentSpec:
 
     model: ModelConfig
     student: StudentConfig
+    augment: AugmentConfig
     variant: str
     teacher_weights: str  # "" for the baseline
-    teacher_arch: str
-    teacher_embedding_dim: int
     class_weights: tuple[float, ...]
     seed: int
     amp: bool
+    threads: int
+    batch_size: int  # per worker: the global batch split over the workers
+    final_dir: str  # where rank 0 writes the variant's weights and history when it ends
 
     @property
     def layers(self) -> tuple[str, ...]:
-        return variant_layers(self.variant)
+        return LayerSet.parse(self.variant).layers
 
     @property
     def beta(self) -> float:
-        return 0.0 if self.variant == BASELINE else self.student.at_beta
-
-
-@dataclass(frozen=True)
-class StudentResult:
-    variant: str
-    publication: Publication
-    reused: bool
-
-    @property
-    def folder(self) -> str:
-        return self.publication.folder
+        return 0.0 if LayerSet.parse(self.variant).is_baseline else self.student.at_beta
 
 
 # ---------------------------------------------------------------- worker side
 
 
-def _restore(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[int, float, list, dict | None]:
-    """(first epoch, best metric, history, best weights) from the latest checkpoint."""
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is None:
-        return 0, -math.inf, [], None
-    with checkpoint.as_directory() as folder:
-        d = Path(folder)
-        model.load_state_dict(torch.load(d / "model.pt", map_location="cpu", weights_only=True))
-        optimizer.load_state_dict(torch.load(d / "optimizer.pt", map_location="cpu", weights_only=True))
-        best_state = torch.load(d / "best.pt", map_location="cpu", weights_only=True)
-        state = json.loads((d / "state.json").read_text())
-    logger.info("resuming the %s student after epoch %d", state.get("variant"), state["epoch"])
-    return state["epoch"] + 1, state["best"], state["history"], best_state
-
-
-def _validate(model: torch.nn.Module, shard: ray.data.DataIterator, device: torch.device, amp: bool) -> dict:
+def _validate(model: torch.nn.Module, val: InMemorySplit, device: torch.device, amp: bool) -> dict:
     """Validation metrics over every worker's shard (gathered on rank 0, shared back)."""
-    probs, labels = [], []
-    for batch in shard.iter_torch_batches(batch_size=128):
-        probs.append(predict_probs(unwrap(model), batch["pixels"], device, amp=amp))
-        labels.append(batch["label_idx"].numpy())
-    parts = gather_to_root((np.concatenate(probs) if probs else np.zeros((0, len(CLASSES))),
-                            np.concatenate(labels) if labels else np.zeros(0, int)))
+    probs = predict_probs(unwrap(model), val.pixels, device, batch_size=128, amp=amp)
+    parts = gather_to_root((probs.reshape(len(val), len(CLASSES)), val.labels.numpy()))
     metrics = None
     if parts is not None:
         report = classification_report(np.concatenate([p[1] for p in parts]), np.concatenate([p[0] for p in parts]))
@@ -123,64 +115,93 @@ def _validate(model: torch.nn.Module, shard: ray.data.DataIterator, device: torc
     return broadcast_from_root(metrics)
 
 
-def _report(metrics: dict, model, optimizer, best_state: dict, best: float, history: list, variant: str) -> None:
-    state = {"epoch": metrics["epoch"], "best": best, "history": history, "variant": variant}
-    report_epoch(metrics, model, optimizer, state, lambda folder: torch.save(best_state, folder / "best.pt"))
-
-
 def _teacher(spec: StudentSpec, device: torch.device) -> torch.nn.Module | None:
     """The frozen teacher (not wrapped in DDP: it never trains), or None for the baseline."""
     if spec.beta == 0:
         return None
-    teacher = Backbone(spec.teacher_arch, spec.teacher_embedding_dim, weights=spec.teacher_weights,
-                       layers=spec.layers)
+    teacher = create_model(spec.model, head="embedding", layers=spec.layers, weights=spec.teacher_weights)
     return freeze(teacher).to(device)
 
 
-def student_loop(loop_config: dict) -> None:
-    """Ray Train worker function: shard → ``iter_torch_batches`` → step → ``report`` with a checkpoint."""
-    spec: StudentSpec = loop_config["spec"]
+def _cosine_lr(optimizer: torch.optim.Optimizer, base: float, epoch: int, epochs: int) -> float:
+    """Cosine decay, recomputed from the epoch so a resumed run lands on the same rate."""
+    lr = base * 0.5 * (1 + math.cos(math.pi * epoch / epochs))
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    return lr
+
+
+def _save(state: dict) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+def _write_final(spec: StudentSpec, kept: dict, last: dict, history: list[dict]) -> None:
+    """Rank 0: the ended variant's kept and last weights and its history, for the driver to publish."""
+    if ray.train.get_context().get_world_rank() != 0:
+        return
+    storage.write_bytes(storage.join(spec.final_dir, KEPT_FILE), _save(kept))
+    storage.write_bytes(storage.join(spec.final_dir, LAST_WEIGHTS), _save(last))
+    storage.write_bytes(storage.join(spec.final_dir, HISTORY_FILE), json.dumps(history).encode())
+
+
+def _train_variant(spec: StudentSpec, train: InMemorySplit, val: InMemorySplit, device: torch.device,
+                   done: list[str]) -> None:
+    """Every epoch of one variant (from the checkpoint's epoch when this run was restarted in it)."""
     s = spec.student
-    torch.manual_seed(spec.seed)
-    device = ray.train.torch.get_device()
-    model = Classifier(spec.model.arch, spec.model.weights, layers=spec.layers)
+    torch.manual_seed(spec.seed)  # every variant starts from the same weights: a paired comparison
+    model = create_model(spec.model, head="classifier", layers=spec.layers)
     optimizer = torch.optim.SGD(model.parameters(), lr=s.lr, momentum=0.9, weight_decay=1e-4)
-    first, best, history, best_state = _restore(model, optimizer)
+    state, best_state = None, None
+    if (latest_state() or {}).get("variant") == spec.variant:
+        state, best_state = restore(model, optimizer, lambda folder: load_weights(folder / "best.pt"))
+    first, best, history = (0, -math.inf, []) if state is None else (state["epoch"] + 1, state["best"],
+                                                                     state["history"])
     model = ray.train.torch.prepare_model(model)
     teacher = _teacher(spec, device)
     weights = torch.tensor(spec.class_weights, device=device) if spec.class_weights else None
     objective = StudentObjective(spec.layers, beta=spec.beta, class_weights=weights)
-    generator = torch.Generator().manual_seed(spec.seed)
+    steps = equal_steps(len(train), spec.batch_size)
+    world = ray.train.get_context().get_world_size()
     for epoch in range(first, s.epochs):
-        for group in optimizer.param_groups:  # cosine decay, recomputed so a resumed run lands on the same lr
-            group["lr"] = s.lr * 0.5 * (1 + math.cos(math.pi * epoch / s.epochs))
-        batches = ((b["pixels"], b["label_idx"]) for b in ray.train.get_dataset_shard("train").iter_torch_batches(
-            batch_size=s.batch_size, local_shuffle_buffer_size=4 * s.batch_size, local_shuffle_seed=spec.seed + epoch))
+        lr = _cosine_lr(optimizer, s.lr, epoch, s.epochs)
+        generator = torch.Generator().manual_seed(spec.seed * 100_003 + epoch)  # the same batches after a resume
         start = time.perf_counter()
-        stats = train_epoch(model, batches, objective, optimizer, device, teacher=teacher, generator=generator,
-                            amp=spec.amp)
-        metrics = {"epoch": epoch, "attempt_first_epoch": first, "lr": optimizer.param_groups[0]["lr"], **stats,
-                   "train_s": time.perf_counter() - start,  # this worker's training time (benchmarks read it)
-                   **_validate(model, ray.train.get_dataset_shard("val"), device, spec.amp)}
-        if metrics[f"val_{s.select_metric}"] > best or best_state is None:
+        stats = train_epoch(model, train.batches(spec.batch_size, steps, generator), objective, optimizer, device,
+                            teacher=teacher, generator=generator, amp=spec.amp, augment=spec.augment)
+        train_s = time.perf_counter() - start
+        metrics = {"variant": spec.variant, "epoch": epoch, "attempt_first_epoch": first, "lr": lr, **stats,
+                   "train_s": train_s, "images_per_s": steps * spec.batch_size * world / train_s,
+                   **_validate(model, val, device, spec.amp)}
+        if best_state is None or metrics[f"val_{s.select_metric}"] > best:
             best, best_state = metrics[f"val_{s.select_metric}"], copy.deepcopy(unwrap(model).state_dict())
         history = [*history, metrics]
-        _report(metrics, model, optimizer, best_state, best, history, spec.variant)
+        state = {"variant": spec.variant, "done": done, "epoch": epoch, "best": best, "history": history}
+        report_epoch(metrics, model, optimizer, state, lambda folder: torch.save(best_state, folder / "best.pt"))
+    _write_final(spec, best_state, unwrap(model).state_dict(), history)
+
+
+def students_loop(loop_config: dict) -> None:
+    """Ray Train worker function: shards in memory once, then each variant's epochs with a checkpoint each."""
+    specs: list[StudentSpec] = loop_config["specs"]
+    device = start_worker(specs[0].threads, specs[0].seed)
+    train, val = InMemorySplit.train_and_val("train")
+    done = list((latest_state() or {}).get("done", []))
+    for spec in specs:
+        if spec.variant not in done:
+            _train_variant(spec, train, val, device, done)
+            done.append(spec.variant)
 
 
 # ---------------------------------------------------------------- driver side
 
 
-def split_dataset(preprocessed: str, ids: list[str]) -> ray.data.Dataset:
+def split_dataset(preprocessed: StageOutput[PreprocessSummary], ids: list[str]) -> ray.data.Dataset:
     """Decoded images (``pixels``) and class indices of the given image ids."""
     return (read_shards(preprocessed, columns=["image_id", "image", "label_idx"])
             .filter(expr=col("image_id").is_in(ids))
             .map_batches(decode_labeled, batch_format="numpy"))
-
-
-def decode_labeled(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return {"image_id": batch["image_id"], "pixels": decode_pngs(list(batch["image"])),
-            "label_idx": batch["label_idx"].astype(np.int64)}
 
 
 def class_weights(labels: pd.Series, mode: str) -> tuple[float, ...]:
@@ -199,57 +220,106 @@ def student_settings(config: PipelineConfig) -> dict:
     return {k: v for k, v in to_dict(config.student).items() if k != "variants"}
 
 
-def student_key(preprocessed: Publication, teacher: Publication | None, partition: Publication,
-                config: PipelineConfig, variant: str) -> str:
-    return config_hash({"data": preprocessed.config_hash, "teacher": teacher.config_hash if teacher else "",
-                        "partition": partition.config_hash, "model": to_dict(config.model),
-                        "student": student_settings(config), "variant": variant, "seed": config.seed})
+def student_inputs(preprocessed: StageOutput, teacher: StageOutput, partition: StageOutput, config: PipelineConfig,
+                   variant: LayerSet) -> dict:
+    """What decides one variant's weights (the variant list is left out: adding one retrains no other)."""
+    return {"data": preprocessed.key, "teacher": "" if variant.is_baseline else teacher.key,
+            "partition": partition.key, "model": to_dict(config.model), "student": student_settings(config),
+            "augment": to_dict(config.augment), "variant": variant.name, "seed": config.seed}
 
 
-def fit_student(preprocessed: str, splits: pd.DataFrame, out: str, spec: StudentSpec, config: PipelineConfig,
-                key: str, callbacks: tuple = ()) -> ray.train.Result:
-    # iter_torch_batches cannot make tensors of strings: the loop sees only pixels and labels
-    datasets = {name: split_dataset(preprocessed, splits.loc[splits["split"] == name, "image_id"].tolist())
-                .select_columns(["pixels", "label_idx"]) for name in ("train", "val")}
-    trainer = TorchTrainer(
-        student_loop, train_loop_config={"spec": spec}, datasets=datasets,
-        scaling_config=scaling_config(config.resources),
-        run_config=RunConfig(name=f"student-{key}", storage_path=storage_path(storage.join(out, "checkpoints")),
-                             failure_config=FailureConfig(max_failures=config.resources.max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=2), callbacks=list(callbacks)))
-    return trainer.fit()
+class StudentsFit:
+    """One Ray Train run for every variant still to train, started when the first of them is published."""
+
+    def __init__(self, preprocessed: StageOutput, teacher: StageOutput, partition: StageOutput,
+                 config: PipelineConfig, callbacks: tuple = ()) -> None:
+        self.preprocessed, self.teacher, self.partition, self.config = preprocessed, teacher, partition, config
+        self.callbacks = callbacks
+        self.pending: dict[str, tuple[str, TrackedRun]] = {}  # variant → (its stage folder, its MLflow run)
+        self.trained = False
+
+    def add(self, variant: str, out: str, run: TrackedRun) -> None:
+        self.pending[variant] = (out, run)
+
+    def _specs(self, plan: WorkerPlan) -> list[StudentSpec]:
+        c, table = self.config, splits(self.partition)
+        weights = class_weights(table.loc[table["split"] == "train", "label"], c.student.imbalance)
+        teacher_weights = self.teacher.file(TEACHER_WEIGHTS)
+        return [StudentSpec(model=c.model, student=c.student, augment=c.augment, variant=variant,
+                            teacher_weights="" if LayerSet.parse(variant).is_baseline else teacher_weights,
+                            class_weights=weights, seed=c.seed, amp=plan.use_gpu, threads=plan.threads,
+                            batch_size=max(1, c.student.batch_size // plan.num_workers),
+                            final_dir=storage.join(out, FINAL))
+                for variant, (out, _) in self.pending.items()]
+
+    def _fit(self) -> None:
+        plan, table = worker_plan(self.config.resources), splits(self.partition)
+        # one pass over both splits (one Ray Data pipeline to start, not two); the worker tells them apart
+        used = table[table["split"].isin(["train", "val"])]
+        dataset = (read_shards(self.preprocessed, columns=["image_id", "image", "label_idx"])
+                   .filter(expr=col("image_id").is_in(used["image_id"].tolist()))
+                   .map_batches(decode_split, batch_format="numpy",
+                                fn_kwargs={"val_ids": frozenset(used.loc[used["split"] == "val", "image_id"])}))
+        specs = self._specs(plan)
+        name = "students-" + config_hash([s.final_dir for s in specs])[:12]  # the same pending set resumes
+        first_folder = next(iter(self.pending.values()))[0]
+        progress = EpochProgress(self.config.student.epochs,
+                                 {v: (f"student:{v}", run) for v, (_, run) in self.pending.items()}, "variant")
+        TorchTrainer(
+            students_loop, train_loop_config={"specs": specs}, datasets={"train": quiet(dataset)},
+            scaling_config=plan.scaling_config(),
+            run_config=RunConfig(name=name, storage_path=storage_path(storage.join(first_folder, "checkpoints")),
+                                 failure_config=FailureConfig(max_failures=self.config.resources.max_failures),
+                                 checkpoint_config=CheckpointConfig(num_to_keep=2),
+                                 callbacks=[progress, *self.callbacks])).fit()
+        self.trained = True
+
+    def publish(self, variant: str, context: StageContext) -> StudentSummary:
+        """The variant's stage files from what rank 0 wrote when it ended (training everything first if needed)."""
+        if not self.trained:
+            self._fit()
+        final = storage.join(self.pending[variant][0], FINAL)
+        history = pd.DataFrame(json.loads(storage.read_bytes(storage.join(final, HISTORY_FILE))))
+        kept = torch.load(io.BytesIO(storage.read_bytes(storage.join(final, KEPT_FILE))), map_location="cpu",
+                          weights_only=True)
+        save_bundle(context.run_uri, kept, ModelCard(self.config.model.arch, CLASSES, self.config.preprocess, variant))
+        context.write_bytes(LAST_WEIGHTS, storage.read_bytes(storage.join(final, LAST_WEIGHTS)))
+        context.write_csv(HISTORY, history)
+        metric = history[f"val_{self.config.student.select_metric}"]
+        return StudentSummary(variant=variant, epochs=len(history), best=float(metric.max()),
+                              best_epoch=int(history.loc[metric.idxmax(), "epoch"]), last=float(metric.iloc[-1]))
 
 
-def run_student(preprocessed: str, teacher: str, partition: PartitionResult, out: str, config: PipelineConfig,
-                variant: str, callbacks: tuple = ()) -> StudentResult:
-    """Train one variant (``baseline`` or transfer layers) and publish its best weights and history.
+def student_stage(preprocessed: StageOutput[PreprocessSummary], teacher: StageOutput[TeacherSummary],
+                  partition: StageOutput[PartitionSummary], config: PipelineConfig, variant: str,
+                  fit: StudentsFit) -> Stage[StudentSummary]:
+    """One variant (``baseline`` or transfer layers), trained by ``fit`` together with the other pending ones."""
+    layers = LayerSet.parse(variant)
+    check_transfer_layers(layers.layers, config.preprocess.size)  # before any work is done
+    params = {**flatten({"model": to_dict(config.model), "student": student_settings(config),
+                         "augment": to_dict(config.augment)}), "student.variant": layers.name, "seed": config.seed}
+    return Stage("student", student_inputs(preprocessed, teacher, partition, config, layers), StudentSummary,
+                 lambda context: fit.publish(layers.name, context), name=f"student:{layers.name}", params=params,
+                 history=HISTORY, exclude=(WEIGHTS_FILE, LAST_WEIGHTS))
 
-    ``callbacks`` are Ray Train callbacks (a Tune trial passes ``TuneReportCallback``).
+
+def train_students(preprocessed: StageOutput[PreprocessSummary], teacher: StageOutput[TeacherSummary],
+                   partition: StageOutput[PartitionSummary], config: PipelineConfig, variants: Sequence[str],
+                   tracker: TrackedRun, callbacks: tuple = (), folders: Sequence[str] | None = None
+                   ) -> list[StageOutput[StudentSummary]]:
+    """Every variant, each published as its own stage; those not yet done train in one fit.
+
+    Folders default to each stage's under ``config.out``.  ``callbacks`` are Ray
+    Train callbacks (a Tune trial passes its reporter).  Each variant's MLflow run
+    exists from the start, so the fit logs every epoch live.
     """
-    preprocessed, teacher, out = storage.absolute(preprocessed), storage.absolute(teacher), storage.absolute(out)
-    check_transfer_layers(variant_layers(variant), config.preprocess.size)  # before any work is done
-    teacher_pub = require_publication(teacher) if variant != BASELINE else None
-    key = student_key(require_publication(preprocessed), teacher_pub, partition.publication, config, variant)
-    if (existing := reusable(out, key)) is not None:
-        return StudentResult(variant, existing, reused=True)
-    splits = partition.table()
-    spec = StudentSpec(
-        model=config.model, student=config.student, variant=variant,
-        teacher_weights=storage.join(teacher, teacher_pub.run, TEACHER_WEIGHTS) if teacher_pub else "",
-        teacher_arch=config.model.arch, teacher_embedding_dim=config.model.embedding_dim,
-        class_weights=class_weights(splits.loc[splits["split"] == "train", "label"], config.student.imbalance),
-        seed=config.seed, amp=config.resources.use_gpu)
-    result = fit_student(preprocessed, splits, out, spec, config, key, callbacks)
-    return StudentResult(variant, _publish(result, out, key, variant, config.model.arch, config.preprocess), False)
-
-
-def _publish(result: ray.train.Result, out: str, key: str, variant: str, arch: str,
-             preprocess: PreprocessConfig) -> Publication:
-    run = start_run(out)
-    with result.checkpoint.as_directory() as folder:
-        d = Path(folder)
-        best = torch.load(d / "best.pt", map_location="cpu", weights_only=True)
-        state = json.loads((d / "state.json").read_text())
-    save_bundle(storage.join(out, run), best, ModelCard(arch, CLASSES, preprocess, variant))
-    storage.write_bytes(storage.join(out, run, HISTORY), pd.DataFrame(state["history"]).to_csv(index=False).encode())
-    return publish(out, run, key, {"epochs": state["epoch"] + 1, "best": state["best"]}, {"variant": variant})
+    fit = StudentsFit(preprocessed, teacher, partition, config, callbacks)
+    stages = [student_stage(preprocessed, teacher, partition, config, v, fit) for v in variants]
+    folders = [stage.folder_in(config.out) for stage in stages] if folders is None else folders
+    with contextlib.ExitStack() as runs:  # every run ends FINISHED, or FAILED if anything raises
+        opened = [runs.enter_context(finishing(tracker.child(stage.label, stage_tags(stage, out))))
+                  for stage, out in zip(stages, folders)]
+        for stage, out, run in zip(stages, folders, opened):
+            if not is_done(stage, out):
+                fit.add(LayerSet.parse(stage.inputs["variant"]).name, storage.absolute(out), run)
+        return [run_in(stage, out, run) for stage, out, run in zip(stages, folders, opened)]

@@ -1,25 +1,30 @@
-"""MLflow tracking: one parent run per pipeline or sweep, a nested child run per stage or trial.
+"""MLflow tracking: one parent run per pipeline, sweep or experiment, a nested child run per stage or trial.
 
-Only the driver writes: Ray Train workers report to Ray, and the driver logs a
-stage once its outputs are published (params, per-epoch metrics from the
-stage's history, its files as artifacts).  The tracking URI is
-``tracking.tracking_uri``, else ``MLFLOW_TRACKING_URI``, else a local SQLite
-store with a local artifact folder beside the outputs, so ``mlflow ui`` shows
-everything with no server.  S3 artifact stores go through boto3 and the
-standard AWS credential chain (``MLFLOW_S3_ENDPOINT_URL`` or
-``AWS_ENDPOINT_URL`` for S3-compatible stores).
+Only the driver writes: Ray Train workers report to Ray, and the driver logs
+each epoch as it is reported (live curves in the MLflow UI) and a stage's
+files once they are published.  The tracking URI is ``tracking.tracking_uri``,
+else ``MLFLOW_TRACKING_URI``, else a local SQLite store with a local artifact
+folder beside the outputs, so ``mlflow ui`` shows everything with no server.
+S3 artifact stores go through boto3 and the standard AWS credential chain
+(``MLFLOW_S3_ENDPOINT_URL`` or ``AWS_ENDPOINT_URL`` for S3-compatible stores).
+
+With ``tracking.enabled=false`` every call below is a no-op on an inert
+:class:`TrackedRun`, so callers never branch on whether tracking is on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import re
+import shlex
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Iterator, Mapping
 
 import pandas as pd
 import requests
@@ -67,50 +72,6 @@ def experiment_id(client: MlflowClient, name: str, artifact_location: str | None
     return existing.experiment_id if existing else client.create_experiment(name, artifact_location=artifact_location)
 
 
-@dataclass(frozen=True)
-class Tracker:
-    """The parent run of one pipeline or sweep; children are stages or trials."""
-
-    client: MlflowClient
-    uri: str
-    experiment: str
-    experiment_id: str
-    run_id: str
-
-    def child(self, name: str, tags: Mapping[str, str] = ()) -> str:
-        run = self.client.create_run(self.experiment_id, run_name=name, tags={PARENT_TAG: self.run_id, **dict(tags)})
-        return run.info.run_id
-
-    def log_params(self, run_id: str, params: Mapping[str, object]) -> None:
-        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
-        for start in range(0, len(items), 100):  # the server caps params per batch
-            self.client.log_batch(run_id, params=items[start:start + 100])
-
-    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
-        now = int(time.time() * 1000)
-        items = [Metric(metric_name(k), float(v), now, step) for k, v in metrics.items() if _finite(v)]
-        for start in range(0, len(items), 1000):
-            self.client.log_batch(run_id, metrics=items[start:start + 1000])
-
-    def log_history(self, run_id: str, history: pd.DataFrame, step_column: str = "epoch") -> None:
-        """Every numeric column of a per-epoch history, one step per row."""
-        numeric = history.select_dtypes("number")
-        for _, row in numeric.iterrows():
-            self.log_metrics(run_id, row.drop(step_column, errors="ignore").to_dict(), step=int(row[step_column]))
-
-    def log_files(self, run_id: str, uris: list[str], folder: str = "") -> None:
-        """Copy published files (local or s3://) into the run's artifacts."""
-        with tempfile.TemporaryDirectory() as scratch:
-            for uri in uris:
-                local = Path(scratch) / uri.rsplit("/", 1)[-1]
-                local.write_bytes(storage.read_bytes(uri))
-                self.client.log_artifact(run_id, str(local), folder or None)
-
-    def finish(self, run_id: str, failed: bool = False) -> None:
-        status = RunStatus.to_string(RunStatus.FAILED if failed else RunStatus.FINISHED)
-        self.client.set_terminated(run_id, status)
-
-
 def metric_name(key: str) -> str:
     """MLflow allows letters, digits, _ - . space : / in names; ``AT layer3+layer4`` → ``AT layer3_layer4``."""
     return re.sub(r"[^\w\-. :/]", "_", key)
@@ -120,35 +81,138 @@ def _finite(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def open_tracker(config: PipelineConfig, kind: str, env: Mapping[str, str]) -> Tracker | None:
-    """Start the parent run (``kind``: pipeline or sweep) with the whole config as params and YAML artifact."""
+@dataclass(frozen=True)
+class TrackedRun:
+    """One MLflow run: a parent (pipeline, sweep, experiment) or a child (stage, trial).
+
+    The default instance is inert (tracking off): it logs nothing, and its
+    ``run_id`` is empty.
+    """
+
+    client: MlflowClient | None = None
+    uri: str = ""
+    experiment: str = ""
+    experiment_id: str = ""
+    run_id: str = ""
+
+    @property
+    def enabled(self) -> bool:
+        return self.client is not None
+
+    def child(self, name: str, tags: Mapping[str, str] = ()) -> "TrackedRun":
+        """A nested run under this one (inert when this one is)."""
+        if not self.enabled:
+            return self
+        run = self.client.create_run(self.experiment_id, run_name=name, tags={PARENT_TAG: self.run_id, **dict(tags)})
+        return TrackedRun(self.client, self.uri, self.experiment, self.experiment_id, run.info.run_id)
+
+    @contextlib.contextmanager
+    def nested(self, name: str, tags: Mapping[str, str] = ()) -> Iterator["TrackedRun"]:
+        """A child run that ends FINISHED, or FAILED when the block raises."""
+        with finishing(self.child(name, tags)) as run:
+            yield run
+
+    def log_params(self, params: Mapping[str, object]) -> None:
+        if not self.enabled:
+            return
+        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        for start in range(0, len(items), 100):  # the server caps params per batch
+            self.client.log_batch(self.run_id, params=items[start:start + 100])
+
+    def log_metrics(self, metrics: Mapping[str, object], step: int = 0) -> None:
+        """Finite numbers only (NaN, strings and lists are left out); names made valid for MLflow."""
+        if not self.enabled:
+            return
+        now = int(time.time() * 1000)
+        items = [Metric(metric_name(k), float(v), now, step) for k, v in metrics.items() if _finite(v)]
+        for start in range(0, len(items), 1000):
+            self.client.log_batch(self.run_id, metrics=items[start:start + 1000])
+
+    def log_history(self, history: pd.DataFrame, step_column: str = "epoch") -> None:
+        """Every numeric column of a per-epoch history, one step per row."""
+        for _, row in history.select_dtypes("number").iterrows():
+            self.log_metrics(row.drop(step_column, errors="ignore").to_dict(), step=int(row[step_column]))
+
+    def log_files(self, uris: list[str], folder: str = "") -> None:
+        """Copy published files (local or s3://) into the run's artifacts."""
+        if not self.enabled:
+            return
+        with tempfile.TemporaryDirectory() as scratch:
+            for uri in uris:
+                local = Path(scratch) / uri.rsplit("/", 1)[-1]
+                local.write_bytes(storage.read_bytes(uri))
+                self.client.log_artifact(self.run_id, str(local), folder or None)
+
+    def log_text(self, text: str, name: str) -> None:
+        if self.enabled:
+            self.client.log_text(self.run_id, text, name)
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        if not self.enabled:
+            return
+        for key, value in tags.items():
+            self.client.set_tag(self.run_id, key, value)
+
+    def finish(self, failed: bool = False) -> None:
+        if self.enabled:
+            self.client.set_terminated(self.run_id, RunStatus.to_string(RunStatus.FAILED if failed else RunStatus.FINISHED))
+
+    def children(self) -> list:
+        """The MLflow runs nested under this one (empty when tracking is off)."""
+        if not self.enabled:
+            return []
+        return self.client.search_runs([self.experiment_id], f"tags.`{PARENT_TAG}` = '{self.run_id}'")
+
+    def hint(self) -> str:
+        """How to look at this run: commands that work when pasted into a shell."""
+        if not self.enabled:
+            return "tracking off (tracking.enabled=false)"
+        if self.uri.startswith(("http://", "https://")):
+            return f"open {self.uri} (run {self.run_id})"
+        mlflow = shlex.quote(program_path("mlflow"))
+        return (f"export MLFLOW_TRACKING_URI={shlex.quote(self.uri)}\n"
+                f"{mlflow} ui --backend-store-uri \"$MLFLOW_TRACKING_URI\"   # run {self.run_id}")
+
+
+def program_path(program: str) -> str:
+    """``program`` from this interpreter's environment (``.venv/bin/mlflow``), relative to the cwd where inside it."""
+    path = Path(sys.executable).with_name(program)
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+@contextlib.contextmanager
+def finishing(run: TrackedRun) -> Iterator[TrackedRun]:
+    """End ``run`` FINISHED after the block, or FAILED when it raises (KeyboardInterrupt included)."""
+    try:
+        yield run
+    except BaseException:
+        run.finish(failed=True)
+        raise
+    run.finish()
+
+
+def open_run(config: PipelineConfig, kind: str, env: Mapping[str, str]) -> TrackedRun:
+    """Start the parent run (``kind``: pipeline, sweep or experiment) with the whole config as params and YAML."""
     if not config.tracking.enabled:
-        return None
+        return TrackedRun()
     uri, artifacts = resolve_uri(config.tracking, config.out, env)
     check_reachable(uri, config.tracking.timeout_s)
     client = MlflowClient(uri)
     exp = experiment_id(client, config.tracking.experiment, artifacts)
-    run = client.create_run(exp, run_name=f"{kind}-{config.profile}", tags={"kind": kind, "profile": config.profile})
-    tracker = Tracker(client, uri, config.tracking.experiment, exp, run.info.run_id)
-    tracker.log_params(run.info.run_id, flatten(to_dict(config)))
-    client.log_text(run.info.run_id, yaml.safe_dump(to_dict(config), sort_keys=False), "config.yaml")
-    logger.info("MLflow: run %s in experiment %r at %s (open it with: mlflow ui --backend-store-uri %s)",
-                run.info.run_id, config.tracking.experiment, uri, uri)
-    return tracker
+    created = client.create_run(exp, run_name=f"{kind}-{config.profile}", tags={"kind": kind,
+                                                                               "profile": config.profile})
+    run = TrackedRun(client, uri, config.tracking.experiment, exp, created.info.run_id)
+    run.log_params(flatten(to_dict(config)))
+    run.log_text(yaml.safe_dump(to_dict(config), sort_keys=False), "config.yaml")
+    logger.info("MLflow: run %s in experiment %r at %s", run.run_id, config.tracking.experiment, uri)
+    return run
 
 
-def log_stage(tracker: Tracker | None, name: str, params: Mapping[str, object], publication, reused: bool,
-              history: str = "", exclude: tuple[str, ...] = ()) -> str | None:
-    """A finished child run for one published stage: params, counts, per-epoch history, files as artifacts."""
-    if tracker is None:
-        return None
-    run_id = tracker.child(name, {"stage": name.split(":")[0], "reused": str(reused).lower(),
-                                  "output": publication.folder})
-    tracker.log_params(run_id, params)
-    tracker.log_metrics(run_id, flatten(publication.counts))
-    if history:
-        tracker.log_history(run_id, storage.read_csv(storage.join(publication.folder, history),
-                                                     keep_default_na=True))
-    tracker.log_files(run_id, [u for u in publication.uris() if not u.endswith(exclude)])
-    tracker.finish(run_id)
-    return run_id
+@contextlib.contextmanager
+def tracked_run(config: PipelineConfig, kind: str, env: Mapping[str, str]) -> Iterator[TrackedRun]:
+    """The parent run of a pipeline, sweep or experiment; FAILED if the block raises."""
+    with finishing(open_run(config, kind, env)) as run:
+        yield run

@@ -2,7 +2,7 @@
 
 Each trial runs teacher → partition → one AT student, reusing the stage
 folders of the pipeline: trials with the same teacher settings share one
-trained teacher (its folder is keyed by the teacher config hash), and a rerun
+trained teacher (its folder is keyed by the teacher's inputs), and a rerun
 reuses every finished stage.  The Train V2 way: the Tune function builds and
 fits the ``TorchTrainer``, and ``TuneReportCallback`` forwards each epoch's
 validation metrics so ASHA can stop poor trials early.  The driver is the only
@@ -13,7 +13,6 @@ is registered.  A sweep whose driver died resumes from ``out/tune``.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 from dataclasses import dataclass
@@ -25,27 +24,21 @@ from ray.tune import FailureConfig, RunConfig, Tuner
 from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler
 
-from raytasks.pipeline import ensure_dataset, stage_dir, teacher_and_partition
-from raytasks.preprocess import PreprocessResult, run_preprocess
-from raytasks.registry import log_student, promote_if_better, tracking_at
+from raytasks.registry import Candidate, register_champion, tracking_at
 from raytasks.runtime import init_ray, storage_path
-from raytasks.student import run_student, student_settings
-from raytasks.tracking import PARENT_TAG, Tracker, open_tracker
+from raytasks.stages import StageOutput
+from raytasks.tracking import PARENT_TAG, TrackedRun, tracked_run
+from raytasks.workflow import prepare, students, teacher_and_partition
 from skin_core import storage
-from skin_core.publish import read_publication
-from skin_core.config import LAYERS, PipelineConfig, TuneConfig, config_hash, from_dict, to_dict
+from skin_core.config import PipelineConfig, TuneConfig, config_hash, from_dict, to_dict
+from skin_core.layers import all_layer_sets
 
 logger = logging.getLogger(__name__)
 
-STUDENT_KEY = "student_folder"  # the trial's published student, in its last result
+STUDENT_FOLDER, STUDENT_KEY = "student_folder", "student_key"  # the trial's published student, in its last result
 # Tune needs a non-empty request, but a CPU fraction here would leave Ray Data 0.99 of the 1 CPU it plans
 # for, and the stage hangs: the trial (which only drives) asks for memory instead.
 TRIAL_RESOURCES = {"cpu": 0, "memory": 256 * 2**20}
-
-
-def all_layer_sets() -> list[str]:
-    """The 15 non-empty subsets of layer1..layer4, as variants (``layer2+layer4``)."""
-    return ["+".join(c) for n in range(1, len(LAYERS) + 1) for c in itertools.combinations(LAYERS, n)]
 
 
 def search_space(t: TuneConfig) -> dict:
@@ -68,17 +61,13 @@ def trial_config(base: PipelineConfig, params: dict) -> PipelineConfig:
     return from_dict(PipelineConfig, d)
 
 
-def trial(params: dict, base: PipelineConfig, preprocessed_uri: str, preprocessed: PreprocessResult) -> None:
+def trial(params: dict, base: PipelineConfig, preprocessed: StageOutput) -> None:
     """One Tune trial: teacher (or the cached one) → partition → the student, reporting each epoch."""
     config = trial_config(base, params)
-    teacher_uri, _, partition = teacher_and_partition(config, preprocessed_uri, preprocessed)
-    variant = params["variant"]
-    out = stage_dir(config, "student", partition.publication.config_hash, config.model, student_settings(config),
-                    variant, config.seed)
-    student = run_student(preprocessed_uri, teacher_uri, partition, out, config, variant,
-                          callbacks=(TuneReportCallback(),))
-    ray.tune.report({f"val_{config.student.select_metric}": student.publication.counts["best"],
-                     STUDENT_KEY: student.folder})
+    teacher, partition = teacher_and_partition(config, preprocessed, TrackedRun())
+    (student,) = students(config, preprocessed, teacher, partition, TrackedRun(), callbacks=(TuneReportCallback(),))
+    ray.tune.report({f"val_{config.student.select_metric}": student.summary.best, STUDENT_FOLDER: student.folder,
+                     STUDENT_KEY: student.key})
 
 
 @dataclass(frozen=True)
@@ -89,19 +78,17 @@ class SweepResult:
     mlflow_run: str
 
 
-def build_tuner(config: PipelineConfig, preprocessed_uri: str, preprocessed: PreprocessResult,
-                tracker: Tracker | None) -> Tuner:
+def build_tuner(config: PipelineConfig, preprocessed: StageOutput, tracker: TrackedRun) -> Tuner:
     """A new Tuner, or the one restored from ``out/tune`` when this sweep already started."""
     metric = f"val_{config.student.select_metric}"
     trainable = ray.tune.with_resources(
-        ray.tune.with_parameters(trial, base=config, preprocessed_uri=preprocessed_uri, preprocessed=preprocessed),
-        TRIAL_RESOURCES)
+        ray.tune.with_parameters(trial, base=config, preprocessed=preprocessed), TRIAL_RESOURCES)
     path = storage.join(storage_path(storage.join(config.out, "tune")), sweep_name(config))
     if Tuner.can_restore(path):
         logger.info("resuming the sweep at %s", path)
         return Tuner.restore(path, trainable=trainable, resume_errored=False, restart_errored=False)
-    callbacks = [] if tracker is None else [MLflowLoggerCallback(
-        tracking_uri=tracker.uri, experiment_name=tracker.experiment, tags={PARENT_TAG: tracker.run_id})]
+    callbacks = [MLflowLoggerCallback(tracking_uri=tracker.uri, experiment_name=tracker.experiment,
+                                      tags={PARENT_TAG: tracker.run_id})] if tracker.enabled else []
     t = config.tune
     return Tuner(trainable, param_space=search_space(t), tune_config=ray.tune.TuneConfig(
         num_samples=t.num_samples, max_concurrent_trials=t.max_concurrent,
@@ -126,38 +113,29 @@ def summary_table(grid: ray.tune.ResultGrid, metric: str) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values(metric, ascending=False, na_position="last").reset_index(drop=True)
 
 
-def _trial_run(tracker: Tracker, trial_id: str) -> str:
-    runs = tracker.client.search_runs([tracker.experiment_id], f"tags.`{PARENT_TAG}` = '{tracker.run_id}'")
-    return next(r.info.run_id for r in runs if r.data.tags.get("trial_name", "").endswith(trial_id))
+def _trial_run(tracker: TrackedRun, trial_id: str) -> str:
+    """The MLflow run of one trial ("" when tracking is off)."""
+    return next((r.info.run_id for r in tracker.children() if r.data.tags.get("trial_name", "").endswith(trial_id)),
+                "")
 
 
-def register_sweep_best(config: PipelineConfig, tracker: Tracker | None, grid: ray.tune.ResultGrid) -> tuple[str, str]:
+def register_sweep_best(config: PipelineConfig, tracker: TrackedRun, grid: ray.tune.ResultGrid) -> tuple[str, str]:
     """(best student folder, "NAME/VERSION" when registered) from the finished trials."""
     metric = f"val_{config.student.select_metric}"
     best = grid.get_best_result(metric, "max", filter_nan_and_inf=True)
-    folder = best.metrics[STUDENT_KEY]
-    if tracker is None:
-        return folder, ""
-    t = config.tracking
-    version = log_student(tracker.uri, _trial_run(tracker, best.metrics["trial_id"]), folder, t.registered_model,
-                          read_publication(best.metrics[STUDENT_KEY].rsplit("/", 1)[0]).config_hash)
-    promote_if_better(tracker.client, t.registered_model, version, t.alias, metric, best.metrics[metric])
-    return folder, f"{t.registered_model}/{version}"
+    candidate = Candidate(_trial_run(tracker, best.metrics["trial_id"]), best.metrics[STUDENT_FOLDER],
+                          best.metrics[STUDENT_KEY], best.metrics[metric])
+    return candidate.folder, register_champion(tracker, config.tracking, [candidate], metric)
 
 
 def run_tune(config: PipelineConfig) -> SweepResult:
     """Preprocess once, run the sweep, register the best student; the summary table is in the result."""
-    tracker = open_tracker(config, "sweep", os.environ)
-    data_path = ensure_dataset(config)
-    init_ray()
-    preprocessed_uri = stage_dir(config, "preprocessed", data_path, config.preprocess)
-    preprocessed = run_preprocess(data_path, preprocessed_uri, config.preprocess)
-    with tracking_at(tracker.uri if tracker else None):  # Ray's MLflow callback sets the global URI
-        grid = build_tuner(config, preprocessed_uri, preprocessed, tracker).fit()
-    table = summary_table(grid, f"val_{config.student.select_metric}")
-    if tracker is not None:
-        tracker.client.log_text(tracker.run_id, table.to_csv(index=False), "sweep_summary.csv")
-    folder, registered = register_sweep_best(config, tracker, grid)
-    if tracker is not None:
-        tracker.finish(tracker.run_id, failed=table["status"].ne("ok").all())
-    return SweepResult(table, folder, registered, tracker.run_id if tracker else "")
+    with tracked_run(config, "sweep", os.environ) as tracker:
+        init_ray()
+        prepared = prepare(config, tracker)
+        with tracking_at(tracker.uri or None):  # Ray's MLflow callback sets the global URI
+            grid = build_tuner(config, prepared.preprocessed, tracker).fit()
+        table = summary_table(grid, f"val_{config.student.select_metric}")
+        tracker.log_text(table.to_csv(index=False), "sweep_summary.csv")
+        folder, registered = register_sweep_best(config, tracker, grid)
+        return SweepResult(table, folder, registered, tracker.run_id)

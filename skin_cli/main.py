@@ -54,36 +54,49 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
 
 
 def cmd_teacher(args: argparse.Namespace) -> int:
+    from raytasks.preprocess import PreprocessSummary
     from raytasks.runtime import init_ray
     from raytasks.settings import config_from_args
-    from raytasks.teacher import format_teacher, run_teacher
+    from raytasks.stages import load_output, run_stage
+    from raytasks.teacher import format_teacher, teacher_stage
+    from raytasks.tracking import TrackedRun
 
     config = config_from_args(args)
     init_ray()
-    print(format_teacher(run_teacher(args.data, args.out, config)))
+    stage = teacher_stage(load_output(args.data, PreprocessSummary, "preprocess"), config)
+    print(format_teacher(run_stage(stage, args.out, TrackedRun())))
     return 0
 
 
 def cmd_partition(args: argparse.Namespace) -> int:
-    from raytasks.partition import format_partition, run_partition
+    from raytasks.partition import format_partition, partition_stage
     from raytasks.settings import config_from_args
+    from raytasks.stages import load_output, run_stage
+    from raytasks.teacher import TeacherSummary
+    from raytasks.tracking import TrackedRun
 
-    print(format_partition(run_partition(args.teacher, args.out, config_from_args(args).partition)))
+    stage = partition_stage(load_output(args.teacher, TeacherSummary, "teacher"), config_from_args(args).partition)
+    print(format_partition(run_stage(stage, args.out, TrackedRun())))
     return 0
 
 
 def cmd_student(args: argparse.Namespace) -> int:
-    from raytasks.partition import PartitionResult
+    from raytasks.partition import PartitionSummary
+    from raytasks.preprocess import PreprocessSummary
     from raytasks.runtime import init_ray
     from raytasks.settings import config_from_args
-    from raytasks.student import run_student
-    from skin_core.publish import require_publication
+    from raytasks.stages import load_output
+    from raytasks.student import train_students
+    from raytasks.teacher import TeacherSummary
+    from raytasks.tracking import TrackedRun
 
     config = config_from_args(args)
     init_ray()
-    partition = PartitionResult(require_publication(args.partition), reused=True)
-    result = run_student(args.data, args.teacher, partition, args.out, config, args.variant)
-    print(f"{result.variant} student at {result.folder}: {result.publication.counts}")
+    (result,) = train_students(load_output(args.data, PreprocessSummary, "preprocess"),
+                               load_output(args.teacher, TeacherSummary, "teacher"),
+                               load_output(args.partition, PartitionSummary, "partition"), config, [args.variant],
+                               TrackedRun(), folders=[args.out])
+    print(f"{result.summary.variant} student at {result.folder}: {result.summary}")
     return 0
 
 

@@ -12,6 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from raytasks.evaluation import comparison
+from raytasks.partition import splits
 from raytasks.pipeline import PipelineResult, run_pipeline
 from raytasks.student import HISTORY
 from conftest import MLFLOW_BUCKET, tiny_config
@@ -59,17 +61,17 @@ def tiny_run(ray_local: None, tmp_path_factory: pytest.TempPathFactory) -> Pipel
 
 
 def test_pipeline_runs_every_stage_on_the_synthetic_default(tiny_run: PipelineResult) -> None:
-    assert tiny_run.dataset.images == 120 and tiny_run.preprocessed.counts["written"] == 120
-    assert tiny_run.teacher.publication.counts["images"] == 120
-    splits = tiny_run.partition.table()
-    assert len(splits) == 120 and set(splits["split"]) == {"train", "val", "test"}
+    assert tiny_run.dataset.images == 120 and tiny_run.preprocessed.summary.written == 120
+    assert tiny_run.teacher.summary.images == 120
+    table = splits(tiny_run.partition)
+    assert len(table) == 120 and set(table["split"]) == {"train", "val", "test"}
     assert set(tiny_run.factor_nmi) >= {"label", "origin", "border", "hair", "ruler", "lighting"}
     for section in ("borders removed", "per class", "cluster NMI", "held-out clusters", "balanced_accuracy"):
         assert section in tiny_run.report
 
 
 def test_students_train_the_baseline_and_an_attention_transfer_variant(tiny_run: PipelineResult) -> None:
-    histories = {s.variant: storage.read_csv(storage.join(s.folder, HISTORY)) for s in tiny_run.students}
+    histories = {s.summary.variant: s.read_csv(HISTORY) for s in tiny_run.students}
     assert set(histories) == {"baseline", "layer3"}
     assert (histories["baseline"]["at"] == 0).all()
     assert (histories["baseline"]["loss"] == histories["baseline"]["ce"]).all()
@@ -79,12 +81,12 @@ def test_students_train_the_baseline_and_an_attention_transfer_variant(tiny_run:
     assert ((at["loss"] - at["ce"] - at["at"]).abs() < 1e-4).all()
     for s in tiny_run.students:
         model, card = load_bundle(s.folder)
-        assert card.variant == s.variant and card.preprocess.size == 32
+        assert card.variant == s.summary.variant and card.preprocess.size == 32
 
 
 def test_evaluation_writes_the_paper_tables_and_figures(tiny_run: PipelineResult) -> None:
     evaluation = tiny_run.evaluation
-    table = evaluation.table("val")
+    table = comparison(evaluation, "val")
     assert list(table.index) == ["baseline", "AT layer3"]
     assert {"accuracy", "balanced_accuracy", "macro_f1", "F1 MEL", "F1 BCC", "F1 SCC"} <= set(table.columns)
     assert table["accuracy"].between(0, 1).all()
@@ -140,8 +142,7 @@ def test_predict_with_the_registered_champion(tiny_run: PipelineResult, isic_sam
 
 def test_rerun_reuses_every_stage(tiny_run: PipelineResult) -> None:
     again = run_pipeline(tiny_config(str(run_folder(tiny_run))))
-    stages = [again.preprocessed, again.teacher, again.partition, *again.students, again.evaluation]
-    assert all(stage.reused for stage in stages)
+    assert all(stage.reused for stage in again.stages)
     assert again.data_path == tiny_run.data_path
     assert again.evaluation.publication.run == tiny_run.evaluation.publication.run
     # dropping a variant from the list retrains nothing: the kept student's key ignores the list
@@ -191,13 +192,13 @@ def test_pipeline_with_everything_on_s3(s3_bucket: str, mlflow_server: str) -> N
     """Data, stage outputs, Ray Train checkpoints and (through the tracking server) MLflow artifacts on S3."""
     result = run_pipeline(tiny_config(f"{s3_bucket}/run", variants=("layer3",),
                                       tracking={"tracking_uri": mlflow_server, "experiment": "s3-pipeline"}))
-    assert result.data_path.startswith(s3_bucket) and result.preprocessed.counts["written"] == 120
-    for stage in (result.preprocessed, result.teacher, result.partition, *result.students, result.evaluation):
+    assert result.data_path.startswith(s3_bucket) and result.preprocessed.summary.written == 120
+    for stage in result.stages:
         assert all(uri.startswith(f"{s3_bucket}/run/") for uri in stage.publication.uris())
     # Ray Train checkpoints went to the bucket too
     assert any("checkpoint_" in key for key in storage.list_tree(f"{s3_bucket}/run/teacher"))
     assert any("checkpoint_" in key for key in storage.list_tree(f"{s3_bucket}/run/student"))
-    assert list(result.evaluation.table("val").index) == ["AT layer3"]
+    assert list(comparison(result.evaluation, "val").index) == ["AT layer3"]
     run = MlflowClient(mlflow_server).get_run(result.mlflow_run)
     artifacts = storage.list_tree(f"s3://{MLFLOW_BUCKET}")
     assert any(run.info.experiment_id in key and key.endswith("config.yaml") for key in artifacts)
@@ -207,7 +208,7 @@ def test_pipeline_with_everything_on_s3(s3_bucket: str, mlflow_server: str) -> N
 def test_skin_student_reuses_the_pipeline_student_with_the_same_settings(
         tiny_run: PipelineResult, capsys: pytest.CaptureFixture) -> None:
     """The CLI stage and the pipeline compute the same config key, so a finished student is found, not retrained."""
-    layer3 = next(s for s in tiny_run.students if s.variant == "layer3")
+    layer3 = next(s for s in tiny_run.students if s.summary.variant == "layer3")
     code = main(["student", "--profile", "smoke", "--data", tiny_run.preprocessed.publication.out,
                  "--teacher", tiny_run.teacher.publication.out, "--partition", tiny_run.partition.publication.out,
                  "--out", layer3.publication.out, "--variant", "layer3"])

@@ -10,6 +10,8 @@ import pandas as pd
 import pytest
 
 import raytasks.preprocess as rp
+import raytasks.stages
+from raytasks.stages import load_output
 from skin_core import storage
 from skin_core.config import PreprocessConfig
 from skin_core.data.isic import IMAGE_DIR
@@ -48,13 +50,13 @@ def small_set(tmp_path: Path) -> Path:
 
 
 def read_all(out: str) -> pd.DataFrame:
-    return rp.read_shards(out).to_pandas()
+    return rp.read_shards(load_output(out, rp.PreprocessSummary)).to_pandas()
 
 
 def test_real_sample_black_edges_removed(isic_sample: Path, tmp_path: Path) -> None:
     out = str(tmp_path / "out")
     result = rp.run_preprocess(str(isic_sample), out, PreprocessConfig(size=224))
-    assert result.counts["written"] == 211 and result.counts["rejected"] == {}
+    assert result.summary.written == 211 and result.summary.rejected == {}
     frame = read_all(out)
     images = {row.image_id: decode_png(row.image) for row in frame.itertuples()}
     assert all(img.shape == (224, 224, 3) for img in images.values())
@@ -76,8 +78,8 @@ def test_real_sample_black_edges_removed(isic_sample: Path, tmp_path: Path) -> N
 def test_bad_images_are_rejected_and_the_rest_written(small_set: Path, tmp_path: Path) -> None:
     out = str(tmp_path / "out")
     result = rp.run_preprocess(str(small_set), out, PreprocessConfig(size=32))
-    assert result.counts["images_in"] == 16 and result.counts["written"] == 11
-    assert result.counts["rejected"] == {"corrupt": 1, "truncated": 1, "too_small": 1, "unsupported": 1,
+    assert result.summary.images_in == 16 and result.summary.written == 11
+    assert result.summary.rejected == {"corrupt": 1, "truncated": 1, "too_small": 1, "unsupported": 1,
                                          "missing image file": 1}
     rejects = pd.read_csv(next(Path(u) for u in result.publication.uris("rejects.csv")))
     assert set(rejects["image_id"]) == {"ISIC_0000008", "ISIC_0000009", "ISIC_0000010", "ISIC_0000011",
@@ -92,13 +94,13 @@ def test_interrupted_run_publishes_nothing_and_rerun_completes(small_set: Path, 
     def killed(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt("killed before the completion marker")
 
-    monkeypatch.setattr(rp, "publish", killed)
+    monkeypatch.setattr(raytasks.stages, "publish", killed)
     with pytest.raises(KeyboardInterrupt):
         rp.run_preprocess(str(small_set), out, PreprocessConfig(size=32))
     assert read_publication(out) is None and not (tmp_path / "out" / MARKER).exists()
     assert len(storage.list_folders(out)) == 1  # the abandoned run's shards, read by no one
     with pytest.raises(PublishError, match="no completed output"):
-        rp.read_shards(out)
+        read_all(out)
     monkeypatch.undo()
     result = rp.run_preprocess(str(small_set), out, PreprocessConfig(size=32))
     assert storage.list_folders(out) == [result.publication.run]
@@ -120,7 +122,7 @@ def test_s3_round_trip(small_set: Path, s3_bucket: str) -> None:
     storage.upload_tree(small_set, f"{s3_bucket}/isic")
     out = f"{s3_bucket}/preprocessed"
     result = rp.run_preprocess(f"{s3_bucket}/isic", out, PreprocessConfig(size=32))
-    assert result.counts["written"] == 11
+    assert result.summary.written == 11
     assert storage.exists(f"{out}/{MARKER}") and all(u.startswith(out) for u in result.publication.uris())
     frame = read_all(out)
     assert len(frame) == 11 and decode_png(frame.iloc[0]["image"]).shape == (32, 32, 3)

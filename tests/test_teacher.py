@@ -15,9 +15,11 @@ import psutil
 import pytest
 import torch
 
-from raytasks.preprocess import read_shards, run_preprocess
-from raytasks.runtime import ResourceError, check_cpu_headroom
-from raytasks.teacher import ASSIGNMENTS, HISTORY, MONTAGE, WEIGHTS, run_teacher
+from raytasks.preprocess import PreprocessSummary, read_table, run_preprocess
+from raytasks.runtime import ResourceError, WorkerPlan, check_cpu_headroom, plan_workers
+from raytasks.stages import StageOutput, load_output, run_stage
+from raytasks.teacher import ASSIGNMENTS, HISTORY, MONTAGE, WEIGHTS, TeacherSummary, teacher_stage
+from raytasks.tracking import TrackedRun
 from skin_core import storage
 from skin_core.config import PipelineConfig, PreprocessConfig, ResourcesConfig, from_dict
 from skin_core.losses import MultiSimilarityCriterion
@@ -27,24 +29,43 @@ from skin_core.training.teacher import cluster_features, cluster_globally, teach
 
 
 def teacher_config(out: Path, **teacher: object) -> PipelineConfig:
+    """Two DDP workers (explicitly: auto would pick one on this node), a global batch of 32."""
     return from_dict(PipelineConfig, {
         "out": str(out), "model": {"arch": "resnet18", "embedding_dim": 16},
-        "teacher": {"epochs": 2, "clusters": 4, "pca_dim": 8, "batch_size": 16, **teacher},
+        "teacher": {"epochs": 2, "clusters": 4, "pca_dim": 8, "batch_size": 32, **teacher},
         "resources": {"num_workers": 2, "cpus_per_worker": 0.5, "data_cpus": 1.0}})
 
 
+def run_teacher(preprocessed: StageOutput, out: str, config: PipelineConfig) -> StageOutput[TeacherSummary]:
+    return run_stage(teacher_stage(preprocessed, config), out, TrackedRun())
+
+
 @pytest.fixture(scope="module")
-def preprocessed(ray_local: None, tmp_path_factory: pytest.TempPathFactory) -> str:
+def preprocessed(ray_local: None, tmp_path_factory: pytest.TempPathFactory) -> StageOutput[PreprocessSummary]:
     root = tmp_path_factory.mktemp("teacher")
     generate_dataset(root / "data", n=64, size=48, seed=1)
-    run_preprocess(str(root / "data"), str(root / "pre"), PreprocessConfig(size=32))
-    return str(root / "pre")
+    return run_preprocess(str(root / "data"), str(root / "pre"), PreprocessConfig(size=32))
 
 
 def test_resource_check_refuses_a_request_that_would_starve_ray_data() -> None:
+    resources = ResourcesConfig(num_workers=2, cpus_per_worker=1.0, data_cpus=1.0)
     with pytest.raises(ResourceError, match="lower resources.cpus_per_worker"):
-        check_cpu_headroom(ResourcesConfig(num_workers=2, cpus_per_worker=1.0, data_cpus=1.0), 2.0)
-    check_cpu_headroom(ResourcesConfig(num_workers=2, cpus_per_worker=0.5, data_cpus=1.0), 2.0)
+        check_cpu_headroom(plan_workers(resources, [2.0], 0), resources, 2.0)
+    fits = ResourcesConfig(num_workers=2, cpus_per_worker=0.5, data_cpus=1.0)
+    check_cpu_headroom(plan_workers(fits, [2.0], 0), fits, 2.0)
+
+
+def test_auto_workers_follow_the_resources() -> None:
+    auto = ResourcesConfig()  # num_workers 0
+    # one CPU node: one worker using every core (no DDP between one-thread workers)
+    assert plan_workers(auto, [2.0], 0) == WorkerPlan(1, 1.0, False, 2)
+    # several CPU nodes: one worker per node, each with its node's cores
+    assert plan_workers(auto, [8.0, 8.0, 8.0], 0) == WorkerPlan(3, 1.0, False, 8)
+    # GPUs: one worker per GPU, threads from the worker's CPUs
+    gpu = ResourcesConfig(use_gpu=True, cpus_per_worker=4)
+    assert plan_workers(gpu, [16.0, 16.0], 8) == WorkerPlan(8, 4.0, True, 4)
+    # an explicit count is kept; two workers on one 2-core node get one thread each
+    assert plan_workers(ResourcesConfig(num_workers=2, cpus_per_worker=0.5), [2.0], 0) == WorkerPlan(2, 0.5, False, 1)
 
 
 def test_non_finite_loss_stops_loudly() -> None:
@@ -65,20 +86,20 @@ def test_clustering_in_one_process_is_plain_kmeans() -> None:
     assert np.array_equal(found.sizes, np.bincount(direct.assignments, minlength=3))
 
 
-def test_two_worker_run_clusters_every_image_once(preprocessed: str, tmp_path: Path) -> None:
+def test_two_worker_run_clusters_every_image_once(preprocessed: StageOutput, tmp_path: Path) -> None:
     out = str(tmp_path / "teacher")
     result = run_teacher(preprocessed, out, teacher_config(tmp_path))
-    table = storage.read_csv(result.uri(ASSIGNMENTS))
-    ids = read_shards(preprocessed, columns=["image_id"]).to_pandas()["image_id"]
+    table = result.read_csv(ASSIGNMENTS)
+    ids = read_table(preprocessed, columns=["image_id"])["image_id"]
     assert sorted(table["image_id"]) == sorted(ids) and table["image_id"].is_unique
     assert table["cluster"].between(0, 3).all() and (table["distance"] >= 0).all()
-    history = storage.read_csv(result.uri(HISTORY), keep_default_na=True)
+    history = result.read_csv(HISTORY, keep_default_na=True)
     assert list(history["epoch"]) == [0, 1, 2] and history["world_size"].iloc[0] == 2
     assert np.isfinite(history["loss"].iloc[:2]).all() and (history["pos_pairs"].iloc[:2] > 0).all()
     assert np.isfinite(history["nmi_prev"].iloc[1:]).all()
-    montage = cv2.imread(result.uri(MONTAGE))
+    montage = cv2.imread(result.file(MONTAGE))
     assert montage is not None and montage.shape[0] > 4 * 32
-    model = Backbone("resnet18", embedding_dim=16, weights=result.uri(WEIGHTS))  # weights_only load
+    model = Backbone("resnet18", embedding_dim=16, weights=result.file(WEIGHTS))  # weights_only load
     assert model.eval()(torch.zeros(1, 3, 32, 32))["embedding"].shape == (1, 16)
     assert run_teacher(preprocessed, out, teacher_config(tmp_path)).reused
 
@@ -96,7 +117,7 @@ def _kill_a_worker_after_first_checkpoint(checkpoints: Path, done: threading.Eve
         time.sleep(0.05)
 
 
-def test_killed_worker_resumes_from_checkpoint(preprocessed: str, tmp_path: Path) -> None:
+def test_killed_worker_resumes_from_checkpoint(preprocessed: StageOutput, tmp_path: Path) -> None:
     out = tmp_path / "teacher"
     done, killed = threading.Event(), []
     watcher = threading.Thread(target=_kill_a_worker_after_first_checkpoint,
@@ -107,7 +128,7 @@ def test_killed_worker_resumes_from_checkpoint(preprocessed: str, tmp_path: Path
     finally:
         done.set()
     assert killed, "no worker was killed: the run ended before its first checkpoint"
-    history = storage.read_csv(result.uri(HISTORY), keep_default_na=True)
+    history = result.read_csv(HISTORY, keep_default_na=True)
     assert list(history["epoch"]) == [0, 1, 2, 3, 4]  # every epoch once: nothing redone, nothing lost
     assert (history["attempt_first_epoch"] > 0).any()  # the restarted workers began after epoch 0
     assert pd.Series(history["attempt_first_epoch"]).is_monotonic_increasing

@@ -14,8 +14,9 @@ from mlflow import MlflowClient
 
 from conftest import MLFLOW_BUCKET, _free_port, tiny_config
 from raytasks.registry import tracking_at
-from raytasks.tracking import PARENT_TAG, TrackingError, metric_name, open_tracker
-from raytasks.tune import all_layer_sets, run_tune, search_space
+from raytasks.tracking import PARENT_TAG, TrackingError, metric_name, open_run
+from raytasks.tune import run_tune, search_space
+from skin_core.layers import all_layer_sets
 from skin_core import storage
 from skin_core.config import TuneConfig
 
@@ -24,7 +25,7 @@ def test_an_unreachable_server_fails_fast_and_clearly(tmp_path: Path) -> None:
     uri = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
     start = time.monotonic()
     with pytest.raises(TrackingError, match=rf"{uri} is unreachable.*tracking.enabled=false"):
-        open_tracker(tiny_config(str(tmp_path), tracking={"tracking_uri": uri, "timeout_s": 3}), "pipeline", {})
+        open_run(tiny_config(str(tmp_path), tracking={"tracking_uri": uri, "timeout_s": 3}), "pipeline", {})
     assert time.monotonic() - start < 10
 
 
@@ -61,7 +62,8 @@ def test_sweep_tracks_trials_registers_the_champion_and_stores_artifacts_in_s3(
     client = MlflowClient(mlflow_server)
     experiment = client.get_experiment_by_name("sweep-test")
     children = client.search_runs([experiment.experiment_id], f"tags.`{PARENT_TAG}` = '{result.mlflow_run}'")
-    by_variant = {r.data.params["variant"]: r for r in children}
+    assert {r.info.run_name for r in children if "stage" in r.data.tags} == {"preprocess"}  # the sweep's own stage
+    by_variant = {r.data.params["variant"]: r for r in children if "trial_name" in r.data.tags}
     assert set(by_variant) == {"layer3", "layer4"}
     assert by_variant["layer4"].info.status == "FAILED" and by_variant["layer3"].info.status == "FINISHED"
     history = client.get_metric_history(by_variant["layer3"].info.run_id, "val_balanced_accuracy")
