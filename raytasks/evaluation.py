@@ -158,14 +158,16 @@ def write_report_files(reports: dict[str, dict[str, ClassificationReport]], hist
         storage.upload_tree(folder, run_uri)
 
 
-def _predictions_frame(rows: pd.DataFrame, columns: dict[str, tuple[str, str, str]]) -> pd.DataFrame:
-    """Long table: image_id, label_idx, variant, weights (kept | last), one probability column per class."""
+def _predictions_frame(rows: pd.DataFrame, columns: dict[str, tuple[str, str, str]], table: pd.DataFrame
+                       ) -> pd.DataFrame:
+    """Long table: image_id, label_idx, variant, weights (kept | last), one probability column per class,
+    and the image's split and test set from the partition ``table``."""
     frames = []
     for column, (variant, weights, _) in columns.items():
         probs = pd.DataFrame(np.stack(rows[column].to_numpy()), columns=list(CLASSES))
         frames.append(pd.concat([rows[["image_id", "label_idx"]].reset_index(drop=True),
                                  probs.assign(variant=variant, weights=weights)], axis=1))
-    return pd.concat(frames, ignore_index=True)
+    return pd.concat(frames, ignore_index=True).merge(table[["image_id", "split", "test_set"]], on="image_id")
 
 
 def evaluation_stage(preprocessed: StageOutput[PreprocessSummary], partition: StageOutput[PartitionSummary],
@@ -183,7 +185,7 @@ def evaluation_stage(preprocessed: StageOutput[PreprocessSummary], partition: St
         histories = {s.summary.variant: s.read_csv(HISTORY, keep_default_na=True) for s in students}
         write_report_files(reports[KEPT], histories, context.run_uri)
         context.write_bytes(METRICS_LAST, _metrics_json(reports[LAST]).encode())
-        context.write_bytes(PREDICTIONS, _predictions_frame(rows, columns).to_parquet(index=False))
+        context.write_bytes(PREDICTIONS, _predictions_frame(rows, columns, table).to_parquet(index=False))
         return EvaluationSummary({s: {m: round(r.accuracy, 4) for m, r in by_model.items()}
                                   for s, by_model in reports[KEPT].items()})
 
@@ -206,19 +208,26 @@ def predictions(evaluation: StageOutput[EvaluationSummary]) -> pd.DataFrame:
     return pd.read_parquet(io.BytesIO(evaluation.read_bytes(PREDICTIONS)))
 
 
+def by_origin(preprocessed: StageOutput[PreprocessSummary], models: dict[str, str],
+              resources: ResourcesConfig) -> dict[str, dict[str, ClassificationReport]]:
+    """Reports of each model (name → student folder, kept weights) on every image of a preprocessed dataset,
+    grouped: ``all``, ``HAM-only``, ``BCN-only`` and ``non-HAM`` (other clinics and cameras)."""
+    dataset = read_shards(preprocessed, columns=["image_id", "image", "label_idx"])
+    origins = read_table(preprocessed, columns=["image_id", "origin"]).set_index("image_id")["origin"]
+    rows = predict({name: (folder, KEPT) for name, folder in models.items()},
+                   dataset.map_batches(decode_labeled, batch_format="numpy"), resources)
+    origin = origins.reindex(rows["image_id"]).to_numpy()
+    groups = {"all": rows, **{f"{o}-only": rows[origin == o] for o in ("HAM", "BCN")}, "non-HAM": rows[origin != "HAM"]}
+    return {group: {name: classification_report(g["label_idx"].to_numpy(), np.stack(g[name].to_numpy()))
+                    for name in models} for group, g in groups.items() if len(g)}
+
+
 def evaluate_external(model_uri: str, data: str, out: str) -> dict[str, ClassificationReport]:
     """Evaluate a trained model on any dataset in the ISIC 2019 layout, preprocessed exactly as in training."""
     _, card = load_bundle(model_uri)
     preprocessed = run_preprocess(data, storage.join(storage.absolute(out), "preprocessed"), card.preprocess)
-    dataset = read_shards(preprocessed, columns=["image_id", "image", "label_idx"])
-    origins = read_table(preprocessed, columns=["image_id", "origin"]).set_index("image_id")["origin"]
-    rows = predict({"probs": (model_uri, KEPT)}, dataset.map_batches(decode_labeled, batch_format="numpy"),
-                   ResourcesConfig())
-    rows["origin"] = origins.reindex(rows["image_id"]).to_numpy()
-    groups = {"all": rows, **{f"{o}-only": g for o, g in rows.groupby("origin") if o in ("HAM", "BCN")}}
     model = LayerSet.parse(card.variant).display_name
-    reports = {name: {model: classification_report(g["label_idx"].to_numpy(), np.stack(g["probs"].to_numpy()))}
-               for name, g in groups.items()}
+    reports = by_origin(preprocessed, {model: model_uri}, ResourcesConfig())
 
     def write(context: StageContext) -> EvaluationSummary:
         write_report_files(reports, {}, context.run_uri)

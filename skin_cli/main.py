@@ -151,6 +151,25 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_experiment(args: argparse.Namespace) -> int:
+    from raytasks.experiment import run_experiment, write_results
+    from raytasks.settings import config_from_args
+
+    shortcuts = [f"data.path={args.data}"] if args.data else []
+    shortcuts += [f"out={args.out}"] if args.out else []
+    shortcuts += [f"experiment.seeds=[{args.seeds}]"] if args.seeds else []
+    shortcuts += ["experiment.fixed_partition=true"] if args.fixed_partition else []
+    shortcuts += [f"experiment.external_data={args.external}"] if args.external else []
+    config = config_from_args(args, shortcuts)
+    result = run_experiment(config)
+    print(result.markdown)
+    print(f"comparison in {result.comparison.folder}; {result.wall_s / 60:.1f} min")
+    if args.results:
+        write_results(args.results, config, result)
+        print(f"results written to {args.results}")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="skin", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -223,6 +242,18 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument("--data", help="dataset folder or s3:// URI (default: the synthetic set)")
     tune.add_argument("--out", help="output folder or s3:// URI")
     tune.set_defaults(func=cmd_tune)
+
+    experiment = sub.add_parser("experiment", help="the pipeline once per seed, then AT against the baseline with "
+                                                   "confidence intervals")
+    add_config_args(experiment)
+    experiment.add_argument("--data", help="dataset folder or s3:// URI")
+    experiment.add_argument("--out", help="output folder or s3:// URI")
+    experiment.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2 (experiment.seeds)")
+    experiment.add_argument("--fixed-partition", action="store_true",
+                            help="keep the first seed's teacher and partition; only the students' seed moves")
+    experiment.add_argument("--external", help="a dataset from other acquisitions to evaluate every kept model on")
+    experiment.add_argument("--results", help="write the results document here (e.g. docs/results.md)")
+    experiment.set_defaults(func=cmd_experiment)
     return parser
 
 

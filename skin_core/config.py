@@ -222,6 +222,22 @@ class TuneConfig:
 
 
 @dataclass(frozen=True)
+class ExperimentConfig:
+    """``skin experiment``: the pipeline once per seed, then one comparison with confidence intervals."""
+
+    seeds: tuple[int, ...] = (0, 1, 2)  # each moves the teacher, the partition and the students' initialisation
+    fixed_partition: bool = False  # keep the first seed's teacher and partition; only the students' seed moves
+    n_boot: int = 2000  # bootstrap replicates of the paired AT − baseline interval
+    external_data: str = ""  # a dataset from other acquisitions, evaluated by origin (cross-acquisition check)
+
+    def __post_init__(self) -> None:
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"experiment.seeds: give distinct seeds, got {list(self.seeds)}")
+        if self.n_boot < 100:
+            raise ConfigError(f"experiment.n_boot: {self.n_boot}; use at least 100 replicates")
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     """The whole pipeline: one section per stage."""
 
@@ -238,6 +254,7 @@ class PipelineConfig:
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
+    experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
