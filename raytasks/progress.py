@@ -12,11 +12,9 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass
 from typing import Any, Mapping
 
 import ray.train
-from mlflow.tracking import MlflowClient
 
 from raytasks.tracking import TrackedRun
 
@@ -25,25 +23,6 @@ logger = logging.getLogger(__name__)
 # Shown in the progress line when present, in this order; every numeric metric goes to MLflow.
 HEADLINE = ("loss", "ce", "at", "val_balanced_accuracy", "val_accuracy", "val_macro_f1", "knn_balanced_accuracy",
             "nmi_prev")
-
-
-@dataclass(frozen=True)
-class RunRef:
-    """A picklable pointer to an MLflow run (the client is rebuilt where it is used)."""
-
-    uri: str = ""
-    experiment: str = ""
-    experiment_id: str = ""
-    run_id: str = ""
-
-    @staticmethod
-    def of(run: TrackedRun) -> "RunRef":
-        return RunRef(run.uri, run.experiment, run.experiment_id, run.run_id)
-
-    def attach(self) -> TrackedRun:
-        if not self.run_id:
-            return TrackedRun()
-        return TrackedRun(MlflowClient(self.uri), self.uri, self.experiment, self.experiment_id, self.run_id)
 
 
 def progress_line(stage: str, metrics: Mapping[str, Any], total: int, started: float, first_epoch: int) -> str:
@@ -83,19 +62,16 @@ class EpochProgress(ray.train.UserCallback):
     """
 
     def __init__(self, total_epochs: int, runs: Mapping[str, tuple[str, TrackedRun]], part_key: str = "") -> None:
-        self.total, self.part_key = total_epochs, part_key
-        self.refs = {part: (stage, RunRef.of(run)) for part, (stage, run) in runs.items()}
-        self._runs: dict[str, TrackedRun] = {}
+        self.total, self.part_key, self.runs = total_epochs, part_key, dict(runs)
         self._started: dict[str, tuple[float, int]] = {}
 
     def after_report(self, run_context, metrics: list[dict[str, Any]], checkpoint) -> None:  # noqa: ANN001
         rank0 = metrics[0]
         part = str(rank0.get(self.part_key, "")) if self.part_key else ""
-        stage, ref = self.refs[part]
-        if part not in self._runs:  # the first report of this part in this attempt (a resumed one starts later)
-            self._runs[part] = ref.attach()
+        stage, run = self.runs[part]
+        if part not in self._started:  # the first report of this part in this attempt (a resumed one starts later)
             self._started[part] = (time.monotonic(), int(rank0["epoch"]))
             _log_to_console()
         started, first = self._started[part]
         logger.info(progress_line(stage, rank0, self.total, started, first))
-        self._runs[part].log_metrics(rank0, step=int(rank0["epoch"]))
+        run.log_metrics(rank0, step=int(rank0["epoch"]))

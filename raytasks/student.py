@@ -47,13 +47,15 @@ from raytasks.tracking import TrackedRun, finishing
 from raytasks.worker import InMemorySplit, equal_steps, quiet, start_worker
 from skin_core import storage
 from skin_core.classes import CLASSES
-from skin_core.config import AugmentConfig, ModelConfig, PipelineConfig, StudentConfig, config_hash, flatten, to_dict
+from skin_core.config import (IMBALANCE_MODES, AugmentConfig, ModelConfig, PipelineConfig, StudentConfig, config_hash,
+                              flatten, to_dict)
 from skin_core.distributed import broadcast_from_root, gather_to_root
 from skin_core.layers import LayerSet
 from skin_core.losses.attention_transfer import StudentObjective
 from skin_core.metrics.classification import classification_report
 from skin_core.models import check_transfer_layers, create_model
 from skin_core.models.bundle import WEIGHTS_FILE, ModelCard, save_bundle
+from skin_core.training.schedule import scheduled
 from skin_core.training.student import freeze, predict_probs, train_epoch
 
 logger = logging.getLogger(__name__)
@@ -123,14 +125,6 @@ def _teacher(spec: StudentSpec, device: torch.device) -> torch.nn.Module | None:
     return freeze(teacher).to(device)
 
 
-def _cosine_lr(optimizer: torch.optim.Optimizer, base: float, epoch: int, epochs: int) -> float:
-    """Cosine decay, recomputed from the epoch so a resumed run lands on the same rate."""
-    lr = base * 0.5 * (1 + math.cos(math.pi * epoch / epochs))
-    for group in optimizer.param_groups:
-        group["lr"] = lr
-    return lr
-
-
 def _save(state: dict) -> bytes:
     buffer = io.BytesIO()
     torch.save(state, buffer)
@@ -152,7 +146,7 @@ def _train_variant(spec: StudentSpec, train: InMemorySplit, val: InMemorySplit, 
     s = spec.student
     torch.manual_seed(spec.seed)  # every variant starts from the same weights: a paired comparison
     model = create_model(spec.model, head="classifier", layers=spec.layers)
-    optimizer = torch.optim.SGD(model.parameters(), lr=s.lr, momentum=0.9, weight_decay=1e-4)
+    optimizer = torch.optim.SGD(model.parameters(), lr=s.lr, momentum=0.9, weight_decay=s.weight_decay, nesterov=True)
     state, best_state = None, None
     if (latest_state() or {}).get("variant") == spec.variant:
         state, best_state = restore(model, optimizer, lambda folder: load_weights(folder / "best.pt"))
@@ -165,11 +159,13 @@ def _train_variant(spec: StudentSpec, train: InMemorySplit, val: InMemorySplit, 
     steps = equal_steps(len(train), spec.batch_size)
     world = ray.train.get_context().get_world_size()
     for epoch in range(first, s.epochs):
-        lr = _cosine_lr(optimizer, s.lr, epoch, s.epochs)
         generator = torch.Generator().manual_seed(spec.seed * 100_003 + epoch)  # the same batches after a resume
+        batches = scheduled(train.batches(spec.batch_size, steps, generator), optimizer, epoch * steps,
+                            s.epochs * steps, min(s.warmup_epochs * steps, s.epochs * steps - 1), s.lr)
         start = time.perf_counter()
-        stats = train_epoch(model, train.batches(spec.batch_size, steps, generator), objective, optimizer, device,
-                            teacher=teacher, generator=generator, amp=spec.amp, augment=spec.augment)
+        stats = train_epoch(model, batches, objective, optimizer, device, teacher=teacher, generator=generator,
+                            amp=spec.amp, augment=spec.augment)
+        lr = optimizer.param_groups[0]["lr"]
         train_s = time.perf_counter() - start
         metrics = {"variant": spec.variant, "epoch": epoch, "attempt_first_epoch": first, "lr": lr, **stats,
                    "train_s": train_s, "images_per_s": steps * spec.batch_size * world / train_s,
@@ -205,13 +201,20 @@ def split_dataset(preprocessed: StageOutput[PreprocessSummary], ids: list[str]) 
 
 
 def class_weights(labels: pd.Series, mode: str) -> tuple[float, ...]:
-    """Inverse-frequency weights (mean 1 over present classes) for ``weighted_ce``; () otherwise."""
+    """Cross-entropy class weights (mean 1 over present classes); () for ``none``.
+
+    ``weighted_ce``: inverse class frequency, so every class weighs as much as NV
+    (best balanced accuracy, at the price of accuracy); ``sqrt_weighted_ce``: the
+    square root of that, halfway between (Mahajan et al. 2018 use square-root
+    re-weighting of long-tailed labels).
+    """
     if mode == "none":
         return ()
-    if mode != "weighted_ce":
-        raise ValueError(f"student.imbalance: unknown mode {mode!r}; use none or weighted_ce")
+    if mode not in IMBALANCE_MODES:
+        raise ValueError(f"student.imbalance: unknown mode {mode!r}; use {', '.join(IMBALANCE_MODES)}")
     counts = labels.value_counts().reindex(list(CLASSES), fill_value=0).to_numpy(float)
     weights = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / len(CLASSES), 0.0)
+    weights = np.sqrt(weights) if mode == "sqrt_weighted_ce" else weights
     return tuple(float(w) for w in weights / weights[counts > 0].mean())
 
 

@@ -99,6 +99,18 @@ class TrackedRun:
     def enabled(self) -> bool:
         return self.client is not None
 
+    @staticmethod
+    def at(uri: str, experiment: str, experiment_id: str, run_id: str) -> "TrackedRun":
+        """The run ``run_id`` at ``uri`` (inert when ``run_id`` is empty)."""
+        if not run_id:
+            return TrackedRun()
+        return TrackedRun(MlflowClient(uri), uri, experiment, experiment_id, run_id)
+
+    def __reduce__(self):  # noqa: ANN204 - pickling protocol
+        """Pickled without its client (which holds connections): rebuilt where it is unpickled, e.g. in the
+        Ray Train controller that logs epochs live."""
+        return TrackedRun.at, (self.uri, self.experiment, self.experiment_id, self.run_id)
+
     def child(self, name: str, tags: Mapping[str, str] = ()) -> "TrackedRun":
         """A nested run under this one (inert when this one is)."""
         if not self.enabled:

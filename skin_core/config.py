@@ -24,6 +24,8 @@ from skin_core.layers import LAYERS, LayerSet  # noqa: F401 - LAYERS is imported
 
 T = TypeVar("T")
 
+IMBALANCE_MODES = ("none", "weighted_ce", "sqrt_weighted_ce")  # student.imbalance (raytasks.student.class_weights)
+
 
 class ConfigError(ValueError):
     """A configuration file, key or value that cannot be used."""
@@ -144,11 +146,13 @@ class StudentConfig:
 
     epochs: int = 100
     batch_size: int = 64  # global: split over the training workers
-    lr: float = 0.01
+    lr: float = 0.01  # peak rate of SGD with Nesterov momentum 0.9: linear warm-up, then cosine to 0, per step
+    warmup_epochs: int = 0
+    weight_decay: float = 1e-4
     at_beta: float = 1000.0  # β of the reference code: loss = CE + β/2 · Σ_layers AT
     # "baseline" (β = 0, no teacher) and attention-transfer layer sets such as "layer3+layer4"
     variants: tuple[str, ...] = ("baseline", "layer3+layer4")
-    imbalance: str = "none"  # none | weighted_ce; the paper does not correct the imbalance
+    imbalance: str = "none"  # none | weighted_ce | sqrt_weighted_ce; the paper does not correct the imbalance
     select_metric: str = "balanced_accuracy"  # validation metric that picks the kept epoch: accuracy | balanced_accuracy | macro_f1
 
     def __post_init__(self) -> None:
@@ -160,8 +164,8 @@ class StudentConfig:
         if self.select_metric not in ("accuracy", "balanced_accuracy", "macro_f1"):
             raise ConfigError(f"student.select_metric: {self.select_metric!r}; use accuracy, balanced_accuracy "
                               "or macro_f1")
-        if self.imbalance not in ("none", "weighted_ce"):
-            raise ConfigError(f"student.imbalance: {self.imbalance!r}; use none or weighted_ce")
+        if self.imbalance not in IMBALANCE_MODES:
+            raise ConfigError(f"student.imbalance: {self.imbalance!r}; use {', '.join(IMBALANCE_MODES)}")
 
 
 @dataclass(frozen=True)
