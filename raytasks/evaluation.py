@@ -28,7 +28,7 @@ import torch
 
 from raytasks.partition import PartitionSummary, splits
 from raytasks.preprocess import PreprocessSummary, read_shards, read_table, run_preprocess
-from raytasks.runtime import worker_plan
+from raytasks.runtime import map_with_models
 from raytasks.stages import Stage, StageContext, StageOutput, run_stage
 from raytasks.udfs import decode_labeled
 from raytasks.student import HISTORY, LAST_WEIGHTS, StudentSummary, split_dataset
@@ -86,11 +86,7 @@ def predict(models: dict[str, tuple[str, str]], dataset: ray.data.Dataset, resou
 
     ``models`` maps a column name to (student folder, ``kept`` or ``last``).
     """
-    plan = worker_plan(resources)
-    gpu = {"num_gpus": 1} if plan.use_gpu else {"num_cpus": plan.cpus_per_worker}
-    rows = dataset.map_batches(Predictor, fn_constructor_kwargs={"models": models, "threads": plan.threads},
-                               batch_format="numpy", batch_size=128, compute=ray.data.ActorPoolStrategy(size=1),
-                               **gpu).to_pandas()
+    rows = map_with_models(dataset, Predictor, {"models": models}, resources)
     return rows.sort_values("image_id").reset_index(drop=True)
 
 

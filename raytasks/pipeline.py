@@ -13,6 +13,7 @@ import os
 import shlex
 from dataclasses import dataclass, replace
 
+from raytasks.attention import AttentionSummary, format_attention
 from raytasks.evaluation import EvaluationSummary, format_tables
 from raytasks.partition import PartitionSummary, format_partition
 from raytasks.preprocess import PreprocessSummary, format_result
@@ -22,7 +23,7 @@ from raytasks.stages import StageOutput
 from raytasks.student import StudentSummary
 from raytasks.teacher import ASSIGNMENTS, TeacherSummary, format_teacher
 from raytasks.tracking import TrackedRun, program_path, tracked_run
-from raytasks.workflow import evaluate, prepare, register_best, students, teacher_and_partition
+from raytasks.workflow import attention, evaluate, prepare, register_best, students, teacher_and_partition
 from skin_core import storage
 from skin_core.clustering.factors import factor_nmi
 from skin_core.config import PipelineConfig
@@ -42,6 +43,7 @@ class PipelineResult:
     partition: StageOutput[PartitionSummary]
     students: tuple[StageOutput[StudentSummary], ...]
     evaluation: StageOutput[EvaluationSummary]
+    attention: StageOutput[AttentionSummary]
     factor_nmi: dict[str, float]
     report: str = ""
     mlflow_run: str = ""  # the parent run id, where tracking is on
@@ -50,7 +52,7 @@ class PipelineResult:
 
     @property
     def stages(self) -> list[StageOutput]:
-        return [self.preprocessed, self.teacher, self.partition, *self.students, self.evaluation]
+        return [self.preprocessed, self.teacher, self.partition, *self.students, self.evaluation, self.attention]
 
 
 def _factor_scores(data_path: str, teacher: StageOutput[TeacherSummary]) -> dict[str, float]:
@@ -68,17 +70,18 @@ def run_pipeline(config: PipelineConfig) -> PipelineResult:
 
 
 def run_stages(config: PipelineConfig, tracker: TrackedRun) -> PipelineResult:
-    """Preprocess → teacher → partition → one student per variant → evaluation → registry → report."""
+    """Preprocess → teacher → partition → one student per variant → evaluation → attention → registry → report."""
     init_ray()
     prepared = prepare(config, tracker)
     teacher, partition = teacher_and_partition(config, prepared.preprocessed, tracker)
     trained = tuple(students(config, prepared.preprocessed, teacher, partition, tracker))
     evaluation = evaluate(config, prepared.preprocessed, partition, list(trained), tracker)
+    looked = attention(config, prepared, teacher, partition, list(trained), tracker)
     registered = register_best(config, tracker, evaluation, list(trained))
     scores = _factor_scores(prepared.data_path, teacher)
     tracker.log_metrics({f"cluster_nmi_{k}": v for k, v in scores.items()})
     result = PipelineResult(prepared.data_path, prepared.dataset, prepared.preprocessed, teacher, partition, trained,
-                            evaluation, scores, mlflow_run=tracker.run_id, registered=registered,
+                            evaluation, looked, scores, mlflow_run=tracker.run_id, registered=registered,
                             example_image=prepared.example_image)
     return replace(result, report=_report(config, result, tracker))
 
@@ -89,7 +92,7 @@ def _report(config: PipelineConfig, r: PipelineResult, tracker: TrackedRun) -> s
     tracker.log_files([report_uri])
     return "\n\n".join([format_summary(r.dataset), format_result(r.preprocessed),
                         format_teacher(r.teacher, r.factor_nmi), format_partition(r.partition),
-                        format_tables(r.evaluation), format_stages(r.stages, r.registered),
+                        format_tables(r.evaluation), format_attention(r.attention), format_stages(r.stages, r.registered),
                         f"report           {report_uri}", next_steps(config, r, tracker)])
 
 

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from raytasks.attention import FOCUS_FIGURE, AttentionSummary, distance_table, focus_table, panel_list
 from raytasks.evaluation import SETS, EvaluationSummary, comparison
 from raytasks.partition import PartitionSummary, summary_table
 from raytasks.stages import StageOutput
@@ -83,6 +84,32 @@ def _results(evaluation: StageOutput[EvaluationSummary]) -> list[Section]:
     ]
 
 
+def _attention(attention: StageOutput[AttentionSummary]) -> list[Section]:
+    """The attention panels and mean AT distances, then the lesion focus where the data has masks."""
+    s = attention.summary
+    panels = panel_list(attention)
+    figures = {f"{r.image_id} · {r.label} · {r.origin}": attention.read_bytes(r.file) for r in panels.itertuples()}
+    sections = [Section(
+        "Attention: teacher and students, layer by layer",
+        f"Q = the L2-normalised channel mean of |A|² (the transfer loss's own map), per layer, overlaid on the "
+        f"preprocessed input with one colour scale per layer; each student panel shows its AT distance to the "
+        f"teacher for that image. The table is the mean over {s.images} validation images; every layer is measured, "
+        "transferred or not, so the baseline row is the distance with no transfer. Panels: two validation images "
+        "per class (seeded), a BCN image first where the class has one.",
+        {"mean AT distance to the teacher per layer (validation)": distance_table(attention).map(lambda v: f"{v:.2e}")},
+        figures, figure_width=1000)]
+    focus = focus_table(attention)
+    if not focus.empty:
+        sections.append(Section(
+            "Lesion focus: attention inside the lesion",
+            f"Share of each model's attention mass (Q) inside the generator's lesion mask, mapped through the same "
+            f"border crop and resize as the image; mean over {s.masked} validation images. The last row is the "
+            "lesion's area: the share a uniform map would have.",
+            {"share of attention inside the lesion": focus}, {"lesion focus": attention.read_bytes(FOCUS_FIGURE)},
+            figure_width=620))
+    return sections
+
+
 def _stages(result: "PipelineResult", mlflow_hint: str) -> Section:
     table = pd.DataFrame([(s.name, "reused" if s.reused else "ran", s.folder) for s in result.stages],
                          columns=["stage", "status", "output"]).set_index("stage")
@@ -93,7 +120,7 @@ def _stages(result: "PipelineResult", mlflow_hint: str) -> Section:
 def write_report(config: PipelineConfig, result: "PipelineResult", mlflow_hint: str) -> str:
     """Render and publish ``out/report.html`` (atomic write); returns its URI."""
     sections = [_dataset(result.dataset), _teacher(result.teacher, result.factor_nmi), _partition(result.partition),
-                *_results(result.evaluation), _stages(result, mlflow_hint)]
+                *_results(result.evaluation), *_attention(result.attention), _stages(result, mlflow_hint)]
     when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     page = render_report("Skin-lesion classification: metric teacher and attention-transfer student",
                          f"profile {config.profile} · {when} · {storage.absolute(config.out)}", sections)

@@ -1,4 +1,4 @@
-"""Connecting to Ray, and how many training workers to ask it for.
+"""Connecting to Ray, and how many training (or inference) workers to ask it for.
 
 On a single CPU node one worker that uses every core beats DDP between
 one-thread workers: gloo's all-reduce and a second copy of the model are pure
@@ -14,6 +14,7 @@ import logging
 import os
 from dataclasses import dataclass
 
+import pandas as pd
 import ray
 from ray.train import ScalingConfig
 
@@ -110,3 +111,16 @@ def worker_plan(resources: ResourcesConfig) -> WorkerPlan:
 def storage_path(uri: str) -> str:
     """Ray Train wants an absolute local path or a URI."""
     return storage.absolute(uri)
+
+
+def map_with_models(dataset: ray.data.Dataset, actor: type, kwargs: dict, resources: ResourcesConfig,
+                    batch_size: int = 128) -> pd.DataFrame:
+    """``dataset`` through one ``actor`` that loads its models once (on a GPU where the plan has one), as pandas.
+
+    The actor's constructor gets ``threads`` (torch threads to use) besides ``kwargs``.
+    """
+    plan = worker_plan(resources)
+    placement = {"num_gpus": 1} if plan.use_gpu else {"num_cpus": plan.cpus_per_worker}
+    return dataset.map_batches(actor, fn_constructor_kwargs={**kwargs, "threads": plan.threads}, batch_format="numpy",
+                               batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=1),
+                               **placement).to_pandas()

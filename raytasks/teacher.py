@@ -39,6 +39,7 @@ from raytasks.worker import equal_steps, load_shard, quiet, start_worker
 from skin_core.clustering import cluster_nmi
 from skin_core.config import ModelConfig, PipelineConfig, TeacherConfig, flatten, to_dict
 from skin_core.preprocessing.pipeline import decode_pngs
+from skin_core.publish import PublishError
 from skin_core.losses import MultiSimilarityCriterion
 from skin_core.models import create_model
 from skin_core.plots.montage import cluster_montage
@@ -228,6 +229,19 @@ def teacher_stage(preprocessed: StageOutput[PreprocessSummary], config: Pipeline
 
     params = flatten({"model": to_dict(config.model), "teacher": to_dict(config.teacher), "seed": config.seed})
     return Stage("teacher", inputs, TeacherSummary, write, params=params, history=HISTORY)
+
+
+def teacher_model(teacher: StageOutput[TeacherSummary]) -> ModelConfig:
+    """The trained teacher's network settings (arch, embedding size), as its completion marker records them.
+
+    The stage's inputs, written into the marker, are what decided ``teacher.pt``;
+    so the network to load the weights into needs no second copy beside them.
+    """
+    recorded = teacher.publication.extra.get("inputs", {}).get("model")
+    if recorded is None:
+        raise PublishError(f"{teacher.out}: its completion marker records no model settings; "
+                           "not a teacher stage output")
+    return ModelConfig(**recorded)
 
 
 def format_teacher(result: StageOutput[TeacherSummary], factor_scores: dict[str, float] | None = None) -> str:

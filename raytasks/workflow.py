@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from raytasks.attention import AttentionSummary, attention_stage
 from raytasks.evaluation import EvaluationSummary, evaluation_stage, metrics
 from raytasks.partition import PartitionSummary, partition_stage
 from raytasks.preprocess import PreprocessSummary, preprocess_stage
@@ -97,6 +98,13 @@ def students(config: PipelineConfig, preprocessed: StageOutput, teacher: StageOu
 def evaluate(config: PipelineConfig, preprocessed: StageOutput, partition: StageOutput,
              students: list[StageOutput[StudentSummary]], tracker: TrackedRun) -> StageOutput[EvaluationSummary]:
     return run_in_root(evaluation_stage(preprocessed, partition, students, config.resources), config, tracker)
+
+
+def attention(config: PipelineConfig, prepared: Prepared, teacher: StageOutput, partition: StageOutput,
+              students: list[StageOutput[StudentSummary]], tracker: TrackedRun) -> StageOutput[AttentionSummary]:
+    """Where the teacher and the students look on validation: distances, lesion focus, panels."""
+    stage = attention_stage(prepared.preprocessed, teacher, partition, students, prepared.data_path, config)
+    return run_in_root(stage, config, tracker)
 
 
 def register_best(config: PipelineConfig, tracker: TrackedRun, evaluation: StageOutput[EvaluationSummary],

@@ -129,6 +129,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 1 if any(r.error for r in results) else 0
 
 
+def cmd_attention(args: argparse.Namespace) -> int:
+    from raytasks.attention import attention_panels
+
+    for panel in attention_panels(args.model, args.teacher, args.images, args.out, args.baseline):
+        distances = "; ".join(f"{model}: " + " ".join(f"{k} {v:.2e}" for k, v in layers.items())
+                              for model, layers in panel.distances.items())
+        print(f"{panel.uri}  AT distance to the teacher: {distances}")
+    return 0
+
+
 def cmd_pipeline(args: argparse.Namespace) -> int:
     from raytasks.pipeline import run_pipeline
     from raytasks.settings import config_from_args
@@ -230,6 +240,14 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--model", required=True, help=MODEL_HELP)
     predict.add_argument("--top", type=int, default=3)
     predict.set_defaults(func=cmd_predict)
+
+    attention = sub.add_parser("attention", help="per image, the teacher's and the students' attention maps per layer")
+    attention.add_argument("images", nargs="+", help="image files or s3:// URIs")
+    attention.add_argument("--model", required=True, help=MODEL_HELP)
+    attention.add_argument("--teacher", required=True, help="teacher output (skin teacher --out, or the pipeline's)")
+    attention.add_argument("--baseline", help="a second student to compare, usually the baseline (same forms as --model)")
+    attention.add_argument("--out", required=True, help="folder or s3:// URI for the panels (PNG, numbers as JSON)")
+    attention.set_defaults(func=cmd_attention)
 
     pipeline = sub.add_parser("pipeline", help="run the whole pipeline (what `make demo` runs)")
     add_config_args(pipeline)

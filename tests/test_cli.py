@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from raytasks.attention import DISTANCE, FOCUS, SCORES, distance_table, focus_table, panel_list
 from raytasks.evaluation import comparison
 from raytasks.partition import splits
 from raytasks.pipeline import PipelineResult, run_pipeline
@@ -21,7 +22,9 @@ from mlflow import MlflowClient
 from skin_cli.main import main
 from skin_core import storage
 from skin_core.classes import CLASSES
+from skin_core.attention.scores import UNIFORM
 from skin_core.data.isic import load_isic
+from skin_core.layers import LAYERS
 from skin_core.models.bundle import load_bundle
 from skin_core.publish import require_publication
 
@@ -117,7 +120,8 @@ def test_pipeline_is_tracked_in_mlflow_and_registers_the_best_student(tiny_run: 
     assert "cluster_nmi_label" in parent.data.metrics
     children = {r.info.run_name: r for r in client.search_runs(
         [parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")}
-    assert set(children) == {"preprocess", "teacher", "partition", "student:baseline", "student:layer3", "evaluation"}
+    assert set(children) == {"preprocess", "teacher", "partition", "student:baseline", "student:layer3", "evaluation",
+                             "attention"}
     files = {name: {a.path for a in client.list_artifacts(run.info.run_id)} for name, run in children.items()}
     assert {"cluster_montage.png", "assignments.csv", "teacher.pt"} <= files["teacher"]
     assert "partition_summary.csv" in files["partition"]
@@ -128,6 +132,57 @@ def test_pipeline_is_tracked_in_mlflow_and_registers_the_best_student(tiny_run: 
     champion = client.get_model_version_by_alias("skin-lesion-student", "champion")
     assert tiny_run.registered == f"skin-lesion-student/{champion.version}"
     assert champion.run_id in {children["student:baseline"].info.run_id, children["student:layer3"].info.run_id}
+
+
+@pytest.mark.slow
+def test_attention_section_tables_and_panels(tiny_run: PipelineResult) -> None:
+    """The attention stage: distances and lesion focus on validation, panels that agree with them, in the report
+    and in MLflow."""
+    attention = tiny_run.attention
+    val = splits(tiny_run.partition).query("split == 'val'")
+    scores = attention.read_csv(SCORES, keep_default_na=True)
+    assert set(scores["image_id"]) == set(val["image_id"]) and attention.summary.images == len(val)
+    assert attention.summary.masked == len(val)  # the synthetic set has every lesion's mask
+    distance = distance_table(attention)
+    assert list(distance.index) == ["baseline", "AT layer3"] and list(distance.columns) == list(LAYERS)
+    assert (distance[["layer1", "layer2", "layer3"]] > 0).all().all()
+    assert (distance["layer4"] == 0).all()  # 1×1 at 32 px: every map is the same single cell
+    focus = focus_table(attention)
+    assert list(focus.index) == ["teacher", "baseline", "AT layer3", UNIFORM]
+    assert focus.to_numpy().min() >= 0 and focus.to_numpy().max() <= 1
+    assert focus.loc["teacher", "layer4"] == pytest.approx(focus.loc[UNIFORM, "layer4"])  # a 1×1 map is uniform
+    panels = panel_list(attention)
+    assert 0 < len(panels) <= 2 * val["label"].nunique() and attention.summary.panels == len(panels)
+    per_image = scores.set_index(["image_id", "model", "layer"])["at_distance"]
+    for row in panels.itertuples():  # the driver's panels and the Ray Data pass measure the same distances
+        data = json.loads(attention.read_bytes(row.file.replace(".png", ".json")))
+        for layer, values in data["layers"].items():
+            for model, value in values["distances"].items():
+                assert value == pytest.approx(per_image[(row.image_id, model, layer)], rel=1e-4, abs=1e-9)
+    page = (run_folder(tiny_run) / "report.html").read_text()
+    assert "Attention: teacher and students, layer by layer" in page and "Lesion focus" in page
+    assert all(f"{r.image_id} · {r.label} · {r.origin}" in page for r in panels.itertuples())
+    client = MlflowClient(f"sqlite:///{run_folder(tiny_run) / 'mlflow.db'}")
+    run = client.get_run(attention.run_id)
+    assert {DISTANCE, FOCUS, "lesion_focus.png", panels["file"].iloc[0]} <= {
+        a.path for a in client.list_artifacts(attention.run_id)}
+    assert run.data.metrics["distance.AT layer3.layer3"] == pytest.approx(distance.loc["AT layer3", "layer3"],
+                                                                         rel=1e-5)
+
+
+@pytest.mark.slow
+def test_skin_attention_with_the_registered_champion(tiny_run: PipelineResult, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{run_folder(tiny_run) / 'mlflow.db'}")
+    image = tiny_run.example_image
+    code = main(["attention", image, "--model", "models:/skin-lesion-student@champion", "--teacher",
+                 tiny_run.teacher.publication.out, "--baseline", tiny_run.students[0].folder, "--out",
+                 str(tmp_path)])
+    assert code == 0
+    data = json.loads(next(tmp_path.glob("attention_*.json")).read_text())
+    assert {"teacher", "baseline"} <= set(data["layers"]["layer3"]["maps"]) and data["title"] == image
+    assert "AT distance to the teacher" in capsys.readouterr().out
 
 
 def test_predict_with_the_registered_champion(tiny_run: PipelineResult, isic_sample: Path) -> None:

@@ -123,6 +123,17 @@ def lesion_mask_uri(root: str, image_id: str) -> str:
     return storage.join(str(root), MASK_DIR, f"{image_id}.png")
 
 
+def read_lesion_mask(root: str, image_id: str) -> np.ndarray:
+    """The H×W lesion mask of ``image_id`` (non-zero on the lesion); FileNotFoundError where there is none."""
+    import cv2
+
+    uri = lesion_mask_uri(root, image_id)
+    mask = cv2.imdecode(np.frombuffer(storage.read_bytes(uri), np.uint8), cv2.IMREAD_GRAYSCALE)
+    if mask is None:
+        raise DatasetError(f"{uri}: not a readable image")
+    return mask
+
+
 def _metadata_columns(meta: pd.DataFrame, ids: pd.Series) -> pd.DataFrame:
     """Metadata aligned to ``ids``; images without a metadata row get empty fields."""
     aligned = meta.set_index("image").reindex(ids).fillna("")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 from dataclasses import asdict, dataclass
+from typing import Sequence
 
 import torch
 
@@ -51,8 +52,12 @@ def bundle_folder(uri: str) -> str:
     return storage.join(uri, publication.run) if publication is not None else uri
 
 
-def load_bundle(uri: str) -> tuple[Classifier, ModelCard]:
-    """The student in eval mode and its card; weights are loaded with ``weights_only``."""
+def load_bundle(uri: str, layers: Sequence[str] = ()) -> tuple[Classifier, ModelCard]:
+    """The student in eval mode and its card; weights are loaded with ``weights_only``.
+
+    ``layers`` are the feature maps its forward pass returns besides the logits
+    (none to predict; the attention figures ask for them).
+    """
     folder = bundle_folder(uri)
     try:
         card = ModelCard.from_json(storage.read_bytes(storage.join(folder, CARD_FILE)))
@@ -60,7 +65,7 @@ def load_bundle(uri: str) -> tuple[Classifier, ModelCard]:
         raise FileNotFoundError(f"{uri}: not a trained model (no {CARD_FILE})") from err
     if card.classes != CLASSES:
         raise ValueError(f"{uri}: model classes {card.classes} differ from {CLASSES}")
-    model = Classifier(card.arch, layers=())  # no maps needed to predict
+    model = Classifier(card.arch, layers=layers)
     state = torch.load(io.BytesIO(storage.read_bytes(storage.join(folder, WEIGHTS_FILE))), map_location="cpu",
                        weights_only=True)
     model.load_state_dict(state)

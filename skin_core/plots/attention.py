@@ -7,7 +7,8 @@ from 0 (no attention) to the largest value of its maps, so one colour is one
 ``Q`` value across the models of a layer; each row has its colour bar.  A
 student's panel shows its per-image AT distance to the teacher
 (:func:`skin_core.attention.at_distances`).  The numbers behind the figure are
-written next to the PNG as JSON.
+written next to the PNG as JSON.  :func:`lesion_focus_plot` draws how much of
+each model's attention falls inside the lesion, per layer.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Mapping
 
 import cv2
 import numpy as np
+import pandas as pd
 from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.cm import ScalarMappable
@@ -26,7 +28,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure, SubFigure
 
 from skin_core.config import LAYERS
-from skin_core.plots.evaluation import new_figure, save
+from skin_core.plots.evaluation import MODEL_COLOURS, new_figure, save
 
 logger = logging.getLogger(__name__)
 
@@ -140,3 +142,35 @@ def write_panel_json(path: Path, maps: Maps, distances: Distances, title: str) -
     path.write_text(json.dumps({"title": title, "layers": rows}, indent=1))
     logger.info("attention panel data written to %s", path)
     return path
+
+
+def lesion_focus_plot(focus: pd.DataFrame, out_path: str | Path, reference: str = "",
+                      title: str = "Attention mass inside the lesion") -> Path:
+    """Grouped bars: per layer (x), each model's mean share of attention inside the lesion mask.
+
+    ``focus`` is model × layer (:func:`skin_core.attention.lesion_focus_table`);
+    its ``reference`` row (the lesion's area, what a uniform map gets) is drawn
+    as a dashed step per layer instead of bars: a bar above it means the model
+    looks at the lesion more than chance.
+    """
+    models = [m for m in focus.index if m != reference]
+    layers = list(focus.columns)
+    if not models or not layers:
+        raise ValueError("lesion focus table is empty: no model and layer to draw")
+    fig = new_figure(1.4 + 1.1 * len(layers) * max(1, len(models)) / 2.5, 3.6)
+    ax = fig.subplots()
+    width = 0.8 / len(models)
+    x = np.arange(len(layers))
+    for i, (model, colour) in enumerate(zip(models, MODEL_COLOURS * (1 + len(models) // len(MODEL_COLOURS)))):
+        ax.bar(x - 0.4 + width * (i + 0.5), focus.loc[model, layers].to_numpy(float), width, label=model,
+               color=colour)
+    if reference in focus.index:
+        for j, value in enumerate(focus.loc[reference, layers].to_numpy(float)):
+            ax.hlines(value, j - 0.45, j + 0.45, colors="black", linestyles="--", linewidth=1.2,
+                      label=reference if j == 0 else None)
+    ax.set_xticks(x, layers)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("share of attention in the lesion")
+    ax.set_title(title, fontsize=11)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+    return save(fig, out_path, "lesion focus figure")
