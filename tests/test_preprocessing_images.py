@@ -462,7 +462,7 @@ def test_bcn_bbox_fill_removes_the_black_as_well_and_keeps_the_field_of_view(sam
             assert filled.had_border, r["name"]
             (ix0, iy0, ix1, iy1), (fx0, fy0, fx1, fy1) = r["border"].box, filled.box
             kept.append((fx1 - fx0) * (fy1 - fy0) / ((ix1 - ix0) * (iy1 - iy0)))
-    assert np.mean(dark) < 0.005  # about 0.001, against 0.138 left in
+    assert np.mean(dark) < 0.005  # under 0.0005 measured, against 0.138 left in
     assert len(kept) > 40 and min(kept) >= 1.0 and np.mean(kept) > 1.3  # the box holds the inscribed crop and more
 
 
