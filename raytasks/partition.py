@@ -14,7 +14,7 @@ import pandas as pd
 from raytasks.stages import Stage, StageContext, StageOutput
 from raytasks.teacher import ASSIGNMENTS, TeacherSummary
 from skin_core.config import PartitionConfig, flatten, to_dict
-from skin_core.partitioning.clusters import partition_by_clusters
+from skin_core.partitioning.clusters import partition_with
 
 logger = logging.getLogger(__name__)
 
@@ -23,25 +23,26 @@ SPLITS_FILE, SUMMARY_FILE = "partition.csv", "partition_summary.csv"
 
 @dataclass(frozen=True)
 class PartitionSummary:
-    """Images per split and the clusters held out as test."""
+    """Images per split, the clusters held out as test and the share of the images they took."""
 
     train: int
     val: int
     test: int
     test_clusters: tuple[int, ...]
+    test_share: float = float("nan")  # test / all partitioned images
 
 
 def partition_stage(teacher: StageOutput[TeacherSummary], config: PartitionConfig) -> Stage[PartitionSummary]:
     """Split the teacher's clustered images into train / val / test (whole clusters held out)."""
 
     def write(context: StageContext) -> PartitionSummary:
-        partition = partition_by_clusters(teacher.read_csv(ASSIGNMENTS), test_clusters=config.test_clusters,
-                                          val_fraction=config.val_fraction, seed=config.seed)
+        partition = partition_with(teacher.read_csv(ASSIGNMENTS), config)
         context.write_csv(SPLITS_FILE, partition.assignment)
         context.write_csv(SUMMARY_FILE, partition.summary(), index=True)
         counts = partition.assignment["split"].value_counts()
         summary = PartitionSummary(*(int(counts.get(s, 0)) for s in ("train", "val", "test")),
-                                   test_clusters=tuple(int(c) for c in partition.test_clusters))
+                                   test_clusters=tuple(int(c) for c in partition.test_clusters),
+                                   test_share=round(float(counts.get("test", 0) / counts.sum()), 4))
         logger.info("partition: %s", summary)
         return summary
 
@@ -60,5 +61,5 @@ def summary_table(partition: StageOutput[PartitionSummary]) -> pd.DataFrame:
 
 def format_partition(result: StageOutput[PartitionSummary]) -> str:
     s = result.summary
-    return (f"partition        train {s.train:,} · val {s.val:,} · test {s.test:,} "
-            f"(held-out clusters {list(s.test_clusters)})\n{summary_table(result).to_string()}")
+    return (f"partition        train {s.train:,} · val {s.val:,} · test {s.test:,} ({s.test_share:.1%}; "
+            f"held-out clusters {list(s.test_clusters)})\n{summary_table(result).to_string()}")

@@ -24,8 +24,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import ray.data
 import ray.train
 import torch
+from ray.data.expressions import col
 from ray.train import CheckpointConfig, FailureConfig, RunConfig
 from ray.train.torch import TorchTrainer
 
@@ -153,10 +155,19 @@ def teacher_loop(loop_config: dict) -> None:
 # ---------------------------------------------------------------- driver side
 
 
+def clustered_images(preprocessed: StageOutput[PreprocessSummary], origins: tuple[str, ...]) -> ray.data.Dataset:
+    """The images the teacher clusters and trains on: those of ``origins`` (every origin when empty)."""
+    columns = ["image_id", "image", "label_idx", "lesion_id"]
+    if not origins:
+        return read_shards(preprocessed, columns=columns)
+    return read_shards(preprocessed, columns=[*columns, "origin"]).filter(
+        expr=col("origin").is_in(list(origins))).select_columns(columns)
+
+
 def fit_teacher(preprocessed: StageOutput[PreprocessSummary], context: StageContext, config: PipelineConfig,
                 plan: WorkerPlan) -> ray.train.Result:
     """Run the Ray Train job; checkpoints live under the stage folder's ``checkpoints`` so a rerun resumes."""
-    dataset = quiet(read_shards(preprocessed, columns=["image_id", "image", "label_idx", "lesion_id"])
+    dataset = quiet(clustered_images(preprocessed, config.teacher.origins)
                     .map_batches(decode_for_teacher, batch_format="numpy"))
     spec = TeacherSpec(model=config.model, teacher=config.teacher, seed=config.seed, amp=plan.use_gpu,
                        threads=plan.threads, batch_size=max(2, config.teacher.batch_size // plan.num_workers))

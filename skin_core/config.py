@@ -1,7 +1,8 @@
 """Typed, frozen configuration for every stage, loaded from YAML and overridable.
 
 A profile is a YAML file (``jobs/configs/<name>.yaml``) holding any subset of the
-fields below; the dataclass defaults are the paper's settings.  Overrides use
+fields below; the dataclass defaults are the ``paper`` profile's method settings
+(which of them the paper states is in ``docs/paper-fidelity.md``).  Overrides use
 dotted keys (``teacher.epochs=3``) whose values are parsed as YAML scalars.
 Unknown keys and wrongly typed values fail with the dotted field name, so a typo
 never silently falls back to a default.
@@ -20,6 +21,7 @@ from typing import Any, Mapping, Sequence, TypeVar
 
 import yaml
 
+from skin_core.classes import ORIGINS
 from skin_core.layers import LAYERS, LayerSet  # noqa: F401 - LAYERS is imported from here too
 
 T = TypeVar("T")
@@ -44,6 +46,22 @@ class DataConfig:
 
 # the keys of skin_core.preprocessing.color.COLOR_CONSTANCY (not imported: config stays free of OpenCV)
 COLOR_CONSTANCY_METHODS: tuple[str, ...] = ("none", "shades_of_gray")
+# skin_core.preprocessing.resize.MODES and .border.CROPS, for the same reason
+RESIZE_MODES: tuple[str, ...] = ("center_crop", "pad", "stretch")
+BORDER_CROPS: tuple[str, ...] = ("inscribed", "bbox_fill")
+
+
+def _check_choice(where: str, value: str, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{where}: {value!r}; use {' or '.join(choices)}")
+
+
+def _check_origins(where: str, origins: Sequence[str]) -> None:
+    """Known origins, each once; empty means every origin."""
+    unknown = [o for o in origins if o not in ORIGINS]
+    if unknown or len(set(origins)) != len(origins):
+        raise ConfigError(f"{where}: {list(origins)!r}; list origins from {', '.join(ORIGINS)}, each once "
+                          "(an empty list means all of them)")
 
 
 @dataclass(frozen=True)
@@ -53,15 +71,17 @@ class PreprocessConfig:
     size: int = 224
     min_side: int = 32
     remove_borders: bool = True
-    resize_mode: str = "center_crop"
+    # inscribed: the largest rectangle inside the field of view; bbox_fill: its bounding box, outside filled
+    border_crop: str = "inscribed"
+    resize_mode: str = "center_crop"  # center_crop | pad | stretch (the whole image squeezed to the square)
     batch_size: int = 32  # images per Ray task: smaller pays task overhead, larger balances worse
     color_constancy: str = "none"  # none | shades_of_gray (Finlayson & Trezzi 2004, as in the ISIC 2019 winners)
     sog_power: float = 6.0  # Minkowski norm p of Shades of Gray: 1 is Grey World, 6 the usual choice
 
     def __post_init__(self) -> None:
-        if self.color_constancy not in COLOR_CONSTANCY_METHODS:
-            raise ConfigError(f"preprocess.color_constancy: {self.color_constancy!r}; use "
-                              f"{' or '.join(COLOR_CONSTANCY_METHODS)}")
+        _check_choice("preprocess.color_constancy", self.color_constancy, COLOR_CONSTANCY_METHODS)
+        _check_choice("preprocess.resize_mode", self.resize_mode, RESIZE_MODES)
+        _check_choice("preprocess.border_crop", self.border_crop, BORDER_CROPS)
         if not self.sog_power >= 1 or self.sog_power == float("inf"):
             raise ConfigError(f"preprocess.sog_power: {self.sog_power!r}; the Minkowski norm must be a finite "
                               "number >= 1")
@@ -129,15 +149,46 @@ class TeacherConfig:
     ms_beta: float = 50.0
     ms_base: float = 1.0  # the MS paper's lambda; pytorch-metric-learning defaults to 0.5
     miner_epsilon: float = 0.1
+    origins: tuple[str, ...] = ()  # the origins clustered and trained on; empty = all (the paper leaves out MSK)
+
+    def __post_init__(self) -> None:
+        _check_origins("teacher.origins", self.origins)
 
 
 @dataclass(frozen=True)
 class PartitionConfig:
-    """Cluster-aware split: whole clusters held out as test."""
+    """Cluster-aware split: whole clusters held out as test.
+
+    The test clusters are ``test_cluster_ids`` when given; else, with
+    ``test_share`` > 0, the ``test_clusters`` clusters (any number when 0) whose
+    test set comes closest to that share of the partition's images; else
+    ``test_clusters`` clusters drawn at random.  Every rule keeps each class in
+    train and validation.  Only clustered images of ``origins`` (every clustered
+    one when empty) enter the partition, in any split; the rest have no row, so
+    they never reach the student, not even as test.
+    """
 
     test_clusters: int = 8
+    test_cluster_ids: tuple[int, ...] = ()
+    test_share: float = 0.0  # 0 = not aimed at; the paper's test is about 0.44 of its images
+    origins: tuple[str, ...] = ()  # the student's train, val and test origins; empty = every clustered one
     val_fraction: float = 0.2
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check_origins("partition.origins", self.origins)
+        if self.test_clusters < 0 or (self.test_clusters == 0 and not self.test_share and not self.test_cluster_ids):
+            raise ConfigError(f"partition.test_clusters: {self.test_clusters}; give a count >= 1 (0, any count, "
+                              "only with partition.test_share)")
+        ids = self.test_cluster_ids
+        if any(i < 0 for i in ids) or len(set(ids)) != len(ids):
+            raise ConfigError(f"partition.test_cluster_ids: {list(ids)!r}; give distinct cluster ids >= 0")
+        if not 0 <= self.test_share < 1:
+            raise ConfigError(f"partition.test_share: {self.test_share!r}; give a share in (0, 1), or 0 for none")
+        if ids and self.test_share:
+            raise ConfigError("partition.test_share: set it or partition.test_cluster_ids, not both")
+        if not 0 < self.val_fraction < 1:
+            raise ConfigError(f"partition.val_fraction: {self.val_fraction!r}; give a fraction in (0, 1)")
 
 
 @dataclass(frozen=True)
@@ -259,6 +310,14 @@ class PipelineConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
     experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
+
+    def __post_init__(self) -> None:
+        # only clustered images can be partitioned: an empty partition.origins means every clustered one
+        clustered, used = self.teacher.origins, self.partition.origins
+        missing = [o for o in used if clustered and o not in clustered]
+        if missing:
+            raise ConfigError(f"partition.origins: {', '.join(missing)} not clustered (teacher.origins is "
+                              f"{list(clustered)}); list only clustered origins")
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:

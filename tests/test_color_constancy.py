@@ -128,10 +128,10 @@ def test_preprocess_image_applies_the_chosen_method() -> None:
 
 def test_preprocess_with_passes_every_per_image_field(monkeypatch: pytest.MonkeyPatch) -> None:
     kwarg_of = {"size": "size", "min_side": "min_side", "remove_borders": "remove_borders", "resize_mode": "mode",
-                "color_constancy": "color_constancy", "sog_power": "sog_power"}
+                "border_crop": "border_crop", "color_constancy": "color_constancy", "sog_power": "sog_power"}
     # a new PreprocessConfig field must be passed on too (batch_size only groups images into tasks)
     assert {f.name for f in dataclasses.fields(PreprocessConfig)} == set(kwarg_of) | {"batch_size"}
-    config = PreprocessConfig(size=17, min_side=5, remove_borders=False, resize_mode="pad",
+    config = PreprocessConfig(size=17, min_side=5, remove_borders=False, resize_mode="pad", border_crop="bbox_fill",
                               color_constancy="shades_of_gray", sog_power=3.0)
     seen = {}
     monkeypatch.setattr(pipeline, "preprocess_image", lambda data, **kwargs: seen.update(kwargs))

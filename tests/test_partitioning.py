@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 
 import numpy as np
@@ -9,7 +10,11 @@ import pandas as pd
 import pytest
 
 from skin_core.classes import CLASSES, ORIGINS
+from skin_core.config import PartitionConfig
+from skin_core.data.isic import load_isic
 from skin_core.partitioning import SPLITS, PartitionError, partition_by_clusters
+from skin_core.partitioning.clusters import partition_with
+from skin_core.synth import generate_dataset
 
 # Imbalanced like ISIC 2019 (NV dominant, DF/VASC rare), in CLASSES order.
 CLASS_P = np.array([0.18, 0.45, 0.13, 0.05, 0.10, 0.025, 0.025, 0.04])
@@ -146,3 +151,110 @@ def test_bad_arguments_raise(frame: pd.DataFrame, kwargs: dict, message: str) ->
 def test_missing_column_raises(frame: pd.DataFrame) -> None:
     with pytest.raises(PartitionError, match="lesion_id"):
         partition_by_clusters(frame.drop(columns="lesion_id"))
+
+
+# ---------------------------------------------------------------- origins, explicit ids, test share
+
+
+def test_origins_keep_other_collections_out_of_every_split(frame: pd.DataFrame) -> None:
+    part = partition_by_clusters(frame, origins=("HAM", "BCN"), seed=0)
+    a = part.assignment
+    assert set(a["origin"]) == {"HAM", "BCN"}  # no MSK or unknown image in train, val or test
+    assert sorted(a["image_id"]) == sorted(frame.loc[frame["origin"].isin(["HAM", "BCN"]), "image_id"])
+    assert set(a.loc[a["split"] == "test", "test_set"]) == {"HAM-test", "BCN-test"}
+    for split in ("train", "val"):
+        assert set(a.loc[a["split"] == split, "label"]) == set(CLASSES), split
+    # nothing else moves: for the same test clusters, the HAM/BCN test images are those of the unfiltered partition
+    chosen = list(part.test_clusters)
+    filtered = partition_by_clusters(frame, origins=("HAM", "BCN"), test_cluster_ids=chosen).assignment
+    whole = partition_by_clusters(frame, test_cluster_ids=chosen).assignment
+
+    def in_test(table: pd.DataFrame) -> list[str]:
+        return sorted(table.loc[(table["split"] == "test") & table["origin"].isin(["HAM", "BCN"]), "image_id"])
+
+    assert in_test(filtered) == in_test(whole) == in_test(a)
+    with pytest.raises(PartitionError, match="no image of origin"):
+        partition_by_clusters(frame[frame["origin"] == "HAM"], origins=("MSK",))
+
+
+def test_explicit_test_cluster_ids_are_held_out(frame: pd.DataFrame) -> None:
+    part = partition_by_clusters(frame, test_cluster_ids=(1, 4, 7), seed=3)
+    a = part.assignment
+    assert part.test_clusters == (1, 4, 7)
+    assert (a.loc[a["cluster"].isin([1, 4, 7]), "split"] == "test").all()
+    assert not a.loc[a["split"] != "test", "cluster"].isin([1, 4, 7]).any()
+    with pytest.raises(PartitionError, match="not clusters"):
+        partition_by_clusters(frame, test_cluster_ids=(2, 99))
+
+
+def test_explicit_ids_that_empty_a_class_raise_naming_it(frame: pd.DataFrame) -> None:
+    keep = frame[frame["label"] != "DF"]
+    df_rows = pd.DataFrame([dict(image_id=f"DF{i}", label="DF", origin="HAM", lesion_id=f"HAM_DF{i}", cluster=c)
+                            for i, c in enumerate((3, 5, 5))])
+    with pytest.raises(PartitionError, match=r"leave class\(es\) DF fewer"):
+        partition_by_clusters(pd.concat([keep, df_rows], ignore_index=True), test_cluster_ids=(5,))
+
+
+@pytest.fixture(scope="module")
+def synthetic_2000(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
+    """2,000 images of the synthetic generator (ISIC class and origin mix, repeated lesions) with uneven
+    synthetic clusters: each lesion's home cluster drawn from Dirichlet(0.5) weights over 16, a third of
+    the extra images of a lesion elsewhere."""
+    root = tmp_path_factory.mktemp("synth2000")
+    generate_dataset(root, n=2000, size=32, seed=5)
+    frame = load_isic(str(root)).frame[["image_id", "label", "origin", "lesion_id"]].copy()
+    rng = np.random.default_rng(5)
+    weights = rng.dirichlet(np.full(16, 0.5))
+    home = {lesion: int(rng.choice(16, p=weights)) for lesion in sorted(frame["lesion_id"].unique())}
+    first = ~frame["lesion_id"].duplicated()
+    stray = ~first & (rng.random(len(frame)) < 1 / 3)
+    frame["cluster"] = np.where(stray, rng.integers(16, size=len(frame)), frame["lesion_id"].map(home))
+    assert len(frame) == 2000 and frame["lesion_id"].duplicated().sum() > 50
+    return frame
+
+
+@pytest.mark.parametrize("target", [0.44, 0.25])
+@pytest.mark.parametrize("count", [8, 0])
+def test_test_share_rule_lands_near_its_target(synthetic_2000: pd.DataFrame, target: float, count: int) -> None:
+    part = partition_by_clusters(synthetic_2000, test_clusters=count, test_share=target, origins=("HAM", "BCN"),
+                                 seed=0)
+    a = part.assignment
+    share = (a["split"] == "test").mean()
+    assert abs(share - target) <= 0.05, (share, part.test_clusters)
+    assert count == 0 or len(part.test_clusters) == count
+    assert set(a["origin"]) == {"HAM", "BCN"}
+    for split in ("train", "val"):
+        assert set(a.loc[a["split"] == split, "label"]) == set(CLASSES), split
+    assert (a.loc[a["cluster"].isin(part.test_clusters), "split"] == "test").all()
+
+
+def test_test_share_rule_beats_a_random_draw(synthetic_2000: pd.DataFrame) -> None:
+    """Not luck: over seeds, random draws of 8 clusters scatter around the target; the rule does not."""
+    def gap(**kwargs) -> float:
+        a = partition_by_clusters(synthetic_2000, test_clusters=8, **kwargs).assignment
+        return abs((a["split"] == "test").mean() - 0.44)
+
+    drawn = [gap(seed=s) for s in range(5)]
+    aimed = [gap(seed=s, test_share=0.44) for s in range(5)]
+    assert max(aimed) <= 0.05 and max(aimed) < np.mean(drawn)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(test_cluster_ids=(1,), test_share=0.4), "not both"),
+    (dict(test_share=1.2), "test_share"),
+    (dict(test_clusters=0, test_share=0.0), "test_clusters"),
+])
+def test_bad_choice_arguments_raise(frame: pd.DataFrame, kwargs: dict, message: str) -> None:
+    with pytest.raises(PartitionError, match=message):
+        partition_by_clusters(frame, **kwargs)
+
+
+def test_partition_with_passes_every_setting(frame: pd.DataFrame) -> None:
+    config = PartitionConfig(test_clusters=0, test_share=0.3, origins=("HAM", "BCN", "MSK"), val_fraction=0.3,
+                             seed=4)
+    # a new PartitionConfig field must be passed on too
+    assert {f.name for f in dataclasses.fields(PartitionConfig)} == {
+        "test_clusters", "test_cluster_ids", "test_share", "origins", "val_fraction", "seed"}
+    direct = partition_by_clusters(frame, test_clusters=0, test_share=0.3, origins=("HAM", "BCN", "MSK"),
+                                   val_fraction=0.3, seed=4)
+    pd.testing.assert_frame_equal(partition_with(frame, config).assignment, direct.assignment)

@@ -58,7 +58,7 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     (np.ones((10, 10)), (0, 0, 11, 10), {}, "box"),
     (np.ones((10, 10)), (5, 0, 5, 10), {}, "box"),
     (np.ones((10, 10, 3)), (0, 0, 10, 10), {}, "2-D"),
-    (np.ones((10, 10)), (0, 0, 10, 10), {"mode": "stretch"}, "mode"),
+    (np.ones((10, 10)), (0, 0, 10, 10), {"mode": "squash"}, "mode"),
     (np.ones((10, 10)), (0, 0, 10, 10), {"size": 0}, "size"),
 ])
 def test_bad_input_raises(mask, box, kwargs, message) -> None:

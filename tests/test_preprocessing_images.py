@@ -18,7 +18,9 @@ from skin_core.preprocessing import (
     ProcessedImage,
     decode_image,
     encode_png,
+    field_of_view,
     preprocess_image,
+    preprocess_mask,
     remove_border,
     resize_square,
 )
@@ -291,6 +293,47 @@ def test_black_bars_are_cropped_to_the_picture():
     assert 50 <= y0 <= 60 and 340 <= y1 <= 350 and x1 - x0 >= 570
 
 
+def test_bbox_fill_keeps_the_whole_field_of_view_and_fills_its_corners():
+    rgb = _vignetted(512, 230)
+    inside = np.hypot(*np.mgrid[:512, :512] - 256 + 0.5) <= 225  # the circle, less the rim's rounding
+    result = remove_border(rgb, crop="bbox_fill")
+    x0, y0, x1, y1 = result.box
+    assert result.had_border and _near_black(result.image) == 0.0
+    assert max(abs(x0 - 26), abs(y0 - 26), abs(x1 - 486), abs(y1 - 486)) <= 6  # the circle's bounding box
+    crop_inside = inside[y0:y1, x0:x1]
+    np.testing.assert_array_equal(result.image[crop_inside], rgb[y0:y1, x0:x1][crop_inside])  # the FOV as it was
+    corner = result.image[:12, :12].reshape(-1, 3)
+    assert (corner == corner[0]).all() and np.abs(corner[0].astype(int) - SKIN).max() <= 3  # mean skin colour
+    inscribed = remove_border(rgb)
+    assert inscribed.image.shape[0] * inscribed.image.shape[1] < 0.7 * inside.sum()  # what the other crop drops
+
+
+def test_bbox_fill_fills_black_corners_of_a_frame_inside_the_circle():
+    rgb = _skin(400, 600)
+    rgb[np.hypot(*(np.mgrid[:400, :600] - np.array([200, 300])[:, None, None])) > 330] = 3
+    assert 0.01 < _near_black(rgb) < 0.02
+    inscribed = remove_border(rgb)
+    x0, _, x1, _ = inscribed.box
+    assert x1 - x0 < 0.9 * 600 and _near_black(inscribed.image) == 0.0  # cuts the sides to lose the corners
+    result = remove_border(rgb, crop="bbox_fill")
+    # a few pixels where the circle crosses the frame may stay (the mask comes from a thumbnail)
+    assert result.had_border and result.box == (0, 0, 600, 400) and _near_black(result.image) < 0.0002
+
+
+def test_bbox_fill_leaves_an_image_without_border_alone_and_crops_are_checked():
+    rgb = _skin(300, 400)
+    assert remove_border(rgb, crop="bbox_fill").image is rgb and field_of_view(rgb) is None
+    with pytest.raises(ValueError, match="crop must be one of"):
+        remove_border(_vignetted(128, 56), crop="circle")
+
+
+def test_field_of_view_is_the_circle():
+    rgb = _vignetted(512, 230)
+    circle = np.hypot(*np.mgrid[:512, :512] - 256 + 0.5) <= 230
+    fov = field_of_view(rgb)
+    assert fov.shape == (512, 512) and (fov & circle).sum() / (fov | circle).sum() > 0.97
+
+
 # ---------------------------------------------------------------- resize and pipeline
 
 
@@ -313,10 +356,36 @@ def test_pad_keeps_everything_and_does_not_add_black():
     assert _near_black(out) == 0.0
 
 
+def test_stretch_keeps_the_whole_image():
+    rgb = np.zeros((100, 300, 3), np.uint8)
+    rgb[:, :100] = (255, 0, 0)
+    rgb[:, 100:200] = (0, 255, 0)
+    rgb[:, 200:] = (0, 0, 255)
+    out = resize_square(rgb, 60, mode="stretch")
+    assert out.shape == (60, 60, 3)
+    # each third of the width stays a third: all of the image, squeezed, nothing cut or added
+    assert (out[:, :19] == (255, 0, 0)).all() and (out[:, 21:39] == (0, 255, 0)).all()
+    assert (out[:, 41:] == (0, 0, 255)).all()
+    assert not (resize_square(rgb, 60) == (255, 0, 0)).all(axis=2).any()  # the default crop loses the red third
+
+
+def test_stretch_moves_the_lesion_mask_with_the_image():
+    rgb = _skin(90, 240)
+    rgb[30:60, 170:230] = (60, 38, 30)  # a dark lesion near the right edge, outside the centred square
+    mask = np.zeros((90, 240), np.uint8)
+    mask[30:60, 170:230] = 255
+    data = encode_png(rgb)
+    out = preprocess_image(data, size=48, mode="stretch")
+    lesion = preprocess_mask(mask, out.box, 48, mode="stretch")
+    dark = out.image.max(axis=2) < 100
+    assert lesion.sum() > 0 and (lesion & dark).sum() / (lesion | dark).sum() > 0.85
+    assert not preprocess_mask(mask, out.box, 48).any()  # the centre crop cuts it away
+
+
 def test_resize_upscales_small_images_and_rejects_unknown_modes():
     assert resize_square(_skin(40, 60), 224).shape == (224, 224, 3)
     with pytest.raises(ValueError):
-        resize_square(_skin(40, 60), 224, mode="stretch")
+        resize_square(_skin(40, 60), 224, mode="squash")
 
 
 def test_preprocess_image_composes_decode_border_and_resize():
@@ -327,6 +396,9 @@ def test_preprocess_image_composes_decode_border_and_resize():
     assert out.had_border and out.original_size == (512, 512) and _near_black(out.image) == 0.0
     kept = preprocess_image(data, size=128, remove_borders=False)
     assert not kept.had_border and kept.box == (0, 0, 512, 512) and _near_black(kept.image) > 0.3
+    filled = preprocess_image(data, size=128, border_crop="bbox_fill")
+    assert filled.had_border and _near_black(filled.image) == 0.0
+    assert filled.box[2] - filled.box[0] > 1.3 * (out.box[2] - out.box[0])  # the FOV's box, not the inscribed square
 
 
 def test_encode_png_round_trips_losslessly():
@@ -377,6 +449,21 @@ def test_bcn_vignettes_are_removed(sample_results):
     dark_out = np.mean([r["dark_out"] for r in bcn])
     assert dark_in > 0.10  # about 13.8%
     assert dark_out < 0.02
+
+
+def test_bcn_bbox_fill_removes_the_black_as_well_and_keeps_the_field_of_view(sample_results, isic_sample):
+    bcn = [r for r in sample_results if r["source"] == "BCN"]
+    dark, kept = [], []
+    for r in bcn:
+        data = (isic_sample / "ISIC_2019_Training_Input" / f"{r['name']}.jpg").read_bytes()
+        filled = preprocess_image(data, size=224, border_crop="bbox_fill", name=r["name"])
+        dark.append(_near_black(filled.image))
+        if r["border"].had_border:
+            assert filled.had_border, r["name"]
+            (ix0, iy0, ix1, iy1), (fx0, fy0, fx1, fy1) = r["border"].box, filled.box
+            kept.append((fx1 - fx0) * (fy1 - fy0) / ((ix1 - ix0) * (iy1 - iy0)))
+    assert np.mean(dark) < 0.005  # under 0.0005 measured, against 0.138 left in
+    assert len(kept) > 40 and min(kept) >= 1.0 and np.mean(kept) > 1.3  # the box holds the inscribed crop and more
 
 
 def test_images_with_bright_corners_keep_their_area(sample_results):

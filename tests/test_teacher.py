@@ -104,6 +104,16 @@ def test_two_worker_run_clusters_every_image_once(preprocessed: StageOutput, tmp
     assert run_teacher(preprocessed, out, teacher_config(tmp_path)).reused
 
 
+def test_teacher_clusters_only_its_origins(preprocessed: StageOutput, tmp_path: Path) -> None:
+    """teacher.origins as in the paper (MSK excluded): no MSK image is clustered, every other one is."""
+    origins = read_table(preprocessed, columns=["image_id", "origin"])
+    assert (origins["origin"] == "MSK").sum() >= 1  # the set has MSK images to leave out
+    config = teacher_config(tmp_path, epochs=0, origins=["HAM", "BCN", "unknown"])  # epoch 0 clusters only
+    table = run_teacher(preprocessed, str(tmp_path / "teacher"), config).read_csv(ASSIGNMENTS)
+    assert sorted(table["image_id"]) == sorted(origins.loc[origins["origin"] != "MSK", "image_id"])
+    assert "MSK" not in set(table["origin"])
+
+
 def _kill_a_worker_after_first_checkpoint(checkpoints: Path, done: threading.Event, killed: list) -> None:
     while not done.is_set():
         # a checkpoint counts once Ray Train's manager has recorded it, not when its folder appears

@@ -1,7 +1,7 @@
 """Per-image preprocessing: decode, remove the dark border, correct the colour cast, resize to a square
 (and a lesion mask alike)."""
 
-from .border import BorderResult, remove_border
+from .border import BorderResult, field_of_view, remove_border
 from .color import COLOR_CONSTANCY, apply_color_constancy, shades_of_gray
 from .decode import ImageRejected, decode_image
 from .masks import preprocess_mask
@@ -17,6 +17,7 @@ __all__ = [
     "decode_image",
     "decode_pngs",
     "encode_png",
+    "field_of_view",
     "preprocess_image",
     "preprocess_mask",
     "preprocess_with",

@@ -4,7 +4,8 @@ Many BCN20000 images show the round field of view (FOV) of the dermatoscope on
 black; a few HAM10000 and MSK images have black corners where the lens circle
 is a little larger than the frame. The black is a strong cue of the source
 collection, and the collections differ in class mix, so a model would learn it
-as a shortcut. The crop keeps only pixels inside the FOV.
+as a shortcut. Either crop leaves no black: the rectangle inscribed in the FOV,
+or the FOV's bounding box with the outside filled (``CROPS``).
 """
 
 from __future__ import annotations
@@ -18,12 +19,16 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 
+CROPS = ("inscribed", "bbox_fill")
+
+
 @dataclass(frozen=True)
 class BorderResult:
     """``image`` after border removal, the crop ``box`` and whether one was found.
 
     ``box`` is ``(x0, y0, x1, y1)`` in input pixels, half-open, so the crop is
-    ``input[y0:y1, x0:x1]``; without a border it is the full image.
+    ``input[y0:y1, x0:x1]`` (with the outside of the field of view filled, for
+    ``bbox_fill``); without a border it is the full image.
     """
 
     image: np.ndarray
@@ -31,18 +36,61 @@ class BorderResult:
     had_border: bool
 
 
-def remove_border(
-    rgb: np.ndarray,
-    *,
-    corner_fraction: float = 0.05,
-    dark_corner_level: float = 50.0,
-    min_dark_corners: int = 3,
-    min_contrast: float = 50.0,
-    threshold_range: tuple[int, int] = (30, 60),
-    work_side: int = 256,
-    min_keep: float = 0.98,
-) -> BorderResult:
-    """Crop ``rgb`` (HxWx3 uint8) to the inside of its field of view, if it has a border.
+@dataclass(frozen=True)
+class Detection:
+    """How a dark border is told apart and segmented (see :func:`field_of_view`)."""
+
+    corner_fraction: float = 0.05
+    dark_corner_level: float = 50.0
+    min_dark_corners: int = 3
+    min_contrast: float = 50.0
+    threshold_range: tuple[int, int] = (30, 60)
+    work_side: int = 256
+
+
+def remove_border(rgb: np.ndarray, *, crop: str = "inscribed", min_keep: float = 0.98,
+                  detection: Detection = Detection()) -> BorderResult:
+    """Crop ``rgb`` (HxWx3 uint8) to its field of view (FOV, see :func:`field_of_view`), if it has a border.
+
+    ``crop="inscribed"``: the largest axis-aligned rectangle inscribed in the FOV.
+    No black is left, but for a round FOV it keeps only the central 64% of the
+    circle (the lesion is usually centred; one near the rim is cut). Where the
+    circle is wider than the frame (black corners only) the rectangle is much larger.
+
+    ``crop="bbox_fill"``: the FOV's bounding box, with the pixels outside the FOV
+    (the black corners of the box, about 21% of it for a circle) set to the mean
+    colour inside the FOV. The whole FOV is kept and no black is left; the filled
+    corners are flat skin colour, a cue of a vignetted source much weaker than black.
+
+    Images without a border come back untouched (the same array,
+    ``had_border=False``), and so do, for ``inscribed``, those whose crop would
+    keep at least ``min_keep`` of their area: a sliver is not worth a crop.
+    Filling loses no pixel, so ``bbox_fill`` fills even small black corners.
+    """
+    if crop not in CROPS:
+        raise ValueError(f"crop must be one of {CROPS}, got {crop!r}")
+    h, w = rgb.shape[:2]
+    untouched = BorderResult(rgb, (0, 0, w, h), False)
+    small = _thumbnail_fov(rgb, detection)
+    if small is None:
+        return untouched
+    if crop == "inscribed":
+        x0, y0, x1, y1 = _to_input_pixels(_largest_inscribed_rect(small), small.shape, (h, w))
+        unchanged, enough = (x1 - x0) * (y1 - y0), min_keep * w * h
+    else:
+        fov = _to_input_mask(small, (h, w))
+        x0, y0, x1, y1 = _bounding_box(fov)
+        unchanged, enough = int(fov.sum()), w * h
+    if unchanged >= enough or x1 <= x0 or y1 <= y0:
+        return untouched
+    image = np.ascontiguousarray(rgb[y0:y1, x0:x1])
+    if crop == "bbox_fill":
+        image = _fill_outside(image, fov[y0:y1, x0:x1])
+    return BorderResult(image, (x0, y0, x1, y1), True)
+
+
+def field_of_view(rgb: np.ndarray, detection: Detection = Detection()) -> np.ndarray | None:
+    """H×W bool mask of the field of view of an image with a dark border; None when it has none.
 
     Detection: at least ``min_dark_corners`` of the four corner patches (each
     ``corner_fraction`` of the shorter side) must be dark (mean of max(R,G,B)
@@ -55,29 +103,39 @@ def remove_border(
     separates black from skin instead of lesion from skin; opening removes
     specks, closing bridges hairs; the largest external contour is the FOV and
     its convex hull fills dark lesions or hair that cut into its rim.
-
-    Crop: the largest axis-aligned rectangle inscribed in the FOV, not its
-    bounding box. For a round FOV the bounding box keeps four black corners
-    (about 21% of the box), i.e. keeps the shortcut; the inscribed square keeps
-    the central 64% of the circle, where the lesion is centred. Where the circle
-    is wider than the frame (black corners only) the rectangle is much larger.
-
-    Images without a border, or whose crop would keep at least ``min_keep`` of
-    their area, come back untouched: the same array, ``had_border=False``.
     """
-    h, w = rgb.shape[:2]
-    untouched = BorderResult(rgb, (0, 0, w, h), False)
-    value = _value_thumbnail(rgb, work_side)
-    if not _looks_vignetted(value, corner_fraction, dark_corner_level, min_dark_corners, min_contrast):
-        return untouched
-    fov = _field_of_view(value, threshold_range)
+    small = _thumbnail_fov(rgb, detection)
+    return None if small is None else _to_input_mask(small, rgb.shape[:2])
+
+
+def _thumbnail_fov(rgb: np.ndarray, d: Detection) -> np.ndarray | None:
+    """The FOV on the thumbnail (uint8 0/1), or None without a border."""
+    value = _value_thumbnail(rgb, d.work_side)
+    if not _looks_vignetted(value, d.corner_fraction, d.dark_corner_level, d.min_dark_corners, d.min_contrast):
+        return None
+    fov = _field_of_view(value, d.threshold_range)
     if fov is None:
         logger.debug("corners are dark but no field of view was found; leaving the image as is")
-        return untouched
-    x0, y0, x1, y1 = _to_input_pixels(_largest_inscribed_rect(fov), fov.shape, (h, w))
-    if (x1 - x0) * (y1 - y0) >= min_keep * w * h or x1 <= x0 or y1 <= y0:
-        return untouched
-    return BorderResult(np.ascontiguousarray(rgb[y0:y1, x0:x1]), (x0, y0, x1, y1), True)
+    return fov
+
+
+def _to_input_mask(small: np.ndarray, full_shape: tuple[int, ...]) -> np.ndarray:
+    """The thumbnail FOV scaled to the input: bilinear, then at least half covered (smooth, not blocky, edges)."""
+    h, w = full_shape[:2]
+    return cv2.resize(small.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR) >= 0.5
+
+
+def _bounding_box(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """Half-open ``(x0, y0, x1, y1)`` of the True pixels (the FOV is never empty here)."""
+    ys, xs = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    return int(xs[0]), int(ys[0]), int(xs[-1]) + 1, int(ys[-1]) + 1
+
+
+def _fill_outside(crop: np.ndarray, inside: np.ndarray) -> np.ndarray:
+    """``crop`` with the pixels outside the FOV set to the mean colour inside it."""
+    out = crop.copy()
+    out[~inside] = np.round(crop[inside].reshape(-1, 3).mean(axis=0)).astype(np.uint8)
+    return out
 
 
 def _value_thumbnail(rgb: np.ndarray, work_side: int) -> np.ndarray:
@@ -110,7 +168,12 @@ def _field_of_view(value: np.ndarray, threshold_range: tuple[int, int]) -> np.nd
     mask = (value > threshold).astype(np.uint8)
     side = min(value.shape)
     mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, _disk(max(3, side // 64)))
-    mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, _disk(max(3, side // 16)))
+    # Closed inside a black margin: at the frame's edge OpenCV would count the outside as FOV and bridge
+    # the thin black wedges where a round FOV meets the frame (left black inside the crop or the fill).
+    close = _disk(max(3, side // 16))
+    margin = close.shape[0]
+    mask = cv2.copyMakeBorder(mask, margin, margin, margin, margin, cv2.BORDER_CONSTANT, value=0)
+    mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, close)[margin:-margin, margin:-margin]
     contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     if not contours:
         return None

@@ -38,6 +38,7 @@ def preprocess_image(
     size: int = 224,
     min_side: int = 32,
     remove_borders: bool = True,
+    border_crop: str = "inscribed",
     name: str = "",
     mode: str = "center_crop",
     color_constancy: str = "none",
@@ -46,7 +47,8 @@ def preprocess_image(
     """Decode, crop away any dark border, correct the colour cast, and resize to ``size x size x 3`` uint8 RGB.
 
     Raises :class:`~skin_core.preprocessing.decode.ImageRejected` for unusable
-    input (see :func:`decode_image`); ``mode`` is passed to :func:`resize_square`;
+    input (see :func:`decode_image`); ``border_crop`` is :func:`remove_border`'s
+    ``crop``; ``mode`` is passed to :func:`resize_square`;
     ``color_constancy`` and ``sog_power`` to :func:`apply_color_constancy`. Colour
     constancy runs after border removal, so the black vignette does not pull the
     illuminant estimate, and before resizing, so it sees every original pixel.
@@ -54,7 +56,7 @@ def preprocess_image(
     rgb = decode_image(data, min_side=min_side, name=name)
     h, w = rgb.shape[:2]
     if remove_borders:
-        cropped = remove_border(rgb)
+        cropped = remove_border(rgb, crop=border_crop)
         crop, box, had_border = cropped.image, cropped.box, cropped.had_border
     else:
         crop, box, had_border = rgb, (0, 0, w, h), False
@@ -69,8 +71,8 @@ def preprocess_with(data: bytes, config: PreprocessConfig, name: str = "") -> Pr
     preprocessing for training, ``skin evaluate``, ``skin predict`` and the served model, so they
     cannot drift apart (``batch_size`` only groups images into tasks and changes no pixel)."""
     return preprocess_image(data, size=config.size, min_side=config.min_side, remove_borders=config.remove_borders,
-                            name=name, mode=config.resize_mode, color_constancy=config.color_constancy,
-                            sog_power=config.sog_power)
+                            border_crop=config.border_crop, name=name, mode=config.resize_mode,
+                            color_constancy=config.color_constancy, sog_power=config.sog_power)
 
 
 def encode_png(rgb: np.ndarray, *, compression: int = 3) -> bytes:

@@ -7,7 +7,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-MODES = ("center_crop", "pad")
+MODES = ("center_crop", "pad", "stretch")
 
 
 def resize_square(rgb: np.ndarray, size: int = 224, mode: str = "center_crop") -> np.ndarray:
@@ -19,6 +19,9 @@ def resize_square(rgb: np.ndarray, size: int = 224, mode: str = "center_crop") -
     square anyway, so little is lost). ``pad`` keeps the whole image and fills
     the short side with the image's mean colour; black padding is avoided
     because it would imitate the vignette that border removal takes away.
+    ``stretch`` scales the whole image straight to the square (the paper's
+    "uniformly resized the images to 224×224"): every pixel is kept, at the
+    price of a changed aspect ratio (4:3 HAM images are squeezed by a quarter).
 
     Downscaling uses ``INTER_AREA`` (no aliasing); upscaling uses ``INTER_CUBIC``.
     """
@@ -36,21 +39,25 @@ def check_square_args(size: int, mode: str) -> None:
 
 
 def to_square(array: np.ndarray, mode: str, fill: float | Sequence[float] = 0.0) -> np.ndarray:
-    """The square of ``mode``: the centred square of the shorter side, or the whole array padded with ``fill``.
+    """What ``mode`` scales to the square: the centred square of the shorter side, the whole array padded
+    with ``fill``, or (``stretch``) the whole array as it is.
 
     The geometry every square input and its masks share: ``center_crop`` starts
     at ``((h - side) // 2, (w - side) // 2)``; ``pad`` puts ``(side - h) // 2``
     rows on top and ``(side - w) // 2`` columns on the left.
     """
+    if mode == "stretch":
+        return array
     return _center_crop(array) if mode == "center_crop" else _pad(array, fill)
 
 
 def scale_square(square: np.ndarray, size: int, grow: int, shrink: int = cv2.INTER_AREA) -> np.ndarray:
-    """``square`` scaled to ``size x size``: ``shrink`` interpolation when downscaling, else ``grow``."""
-    side = square.shape[0]
-    if side == size:
+    """``square`` (or, for ``stretch``, any rectangle) scaled to ``size x size``: ``shrink`` interpolation
+    when no side grows, else ``grow``."""
+    h, w = square.shape[:2]
+    if h == w == size:
         return np.ascontiguousarray(square)
-    interpolation = shrink if side > size else grow
+    interpolation = shrink if min(h, w) >= size else grow
     return cv2.resize(np.ascontiguousarray(square), (size, size), interpolation=interpolation)
 
 
