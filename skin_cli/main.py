@@ -131,24 +131,47 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_pipeline(args: argparse.Namespace) -> int:
     from raytasks.pipeline import run_pipeline
+    from raytasks.runtime import init_ray
     from raytasks.settings import config_from_args
 
     shortcuts = [f"data.path={args.data}"] if args.data else []
     shortcuts += [f"out={args.out}"] if args.out else []
-    print(run_pipeline(config_from_args(args, shortcuts)).report)
+    config = config_from_args(args, shortcuts)
+    init_ray(dashboard=args.dashboard)
+    print(run_pipeline(config).report)
     return 0
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
+    from raytasks.runtime import init_ray
     from raytasks.settings import config_from_args
     from raytasks.tune import run_tune
 
     shortcuts = [f"data.path={args.data}"] if args.data else []
     shortcuts += [f"out={args.out}"] if args.out else []
-    result = run_tune(config_from_args(args, shortcuts))
+    config = config_from_args(args, shortcuts)
+    init_ray(dashboard=args.dashboard)
+    result = run_tune(config)
     print(result.table.round(4).to_string(index=False))
     print(f"best student: {result.best_folder}" + (f"; registered as {result.registered}" if result.registered else ""))
     return 0
+
+
+def cmd_report_node_types(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from raytasks.capacity import UNBOUNDED, report_launcher_config
+
+    for t in report_launcher_config(Path(args.config), args.address):
+        most = "unbounded" if t.max_count == UNBOUNDED else t.max_count
+        print(f"{t.name}: {dict(t.resources)}, {t.min_count} to {most} node(s)")
+    return 0
+
+
+def add_dashboard_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dashboard", action="store_true",
+                        help="start the Ray dashboard with a local Ray (its address is logged); a submitted job "
+                             "uses its cluster's")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -216,13 +239,21 @@ def _parser() -> argparse.ArgumentParser:
     add_config_args(pipeline)
     pipeline.add_argument("--data", help="dataset folder or s3:// URI (default: the synthetic set)")
     pipeline.add_argument("--out", help="output folder or s3:// URI")
+    add_dashboard_arg(pipeline)
     pipeline.set_defaults(func=cmd_pipeline)
 
     tune = sub.add_parser("tune", help="Ray Tune search over MS-loss margins, K, transfer layers, β and lr")
     add_config_args(tune)
     tune.add_argument("--data", help="dataset folder or s3:// URI (default: the synthetic set)")
     tune.add_argument("--out", help="output folder or s3:// URI")
+    add_dashboard_arg(tune)
     tune.set_defaults(func=cmd_tune)
+
+    types = sub.add_parser("report-node-types", help="tell a Ray head which node types its autoscaler may launch "
+                           "(run on the head after `ray start --head`; resource checks then plan against them)")
+    types.add_argument("config", help="the cluster-launcher config the autoscaler runs (~/ray_bootstrap_config.yaml)")
+    types.add_argument("--address", default="auto", help="the head's GCS address HOST:PORT (default: the local head)")
+    types.set_defaults(func=cmd_report_node_types)
     return parser
 
 
