@@ -43,10 +43,10 @@ def start_head(temp: Path, env: dict, *options: str) -> str:
              *(f"--{name}={_free_port()}" for name in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",
                                                        "runtime-env-agent-port", "metrics-export-port",
                                                        "ray-client-server-port")), *options]
-    started = subprocess.run(start, env=env, capture_output=True, text=True, timeout=180)
-    assert started.returncode == 0, started.stderr[-3000:]
     address = f"http://127.0.0.1:{dashboard}"
-    try:
+    try:  # a head that failed halfway still leaves processes to stop
+        started = subprocess.run(start, env=env, capture_output=True, text=True, timeout=180)
+        assert started.returncode == 0, started.stderr[-3000:]
         _wait_for_job_agent(address, env)
     except BaseException:
         stop_head(temp)
