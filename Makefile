@@ -4,6 +4,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# Which faiss (and, for gpu, which torch build): gpu where nvidia-smi sees a GPU, else cpu; `make install FAISS=cpu`
+# overrides. The other build is removed first: both install the same `faiss` package over each other.
+FAISS ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
+OTHER_FAISS := $(if $(filter gpu,$(FAISS)),faiss-cpu,faiss-gpu-cu12)
 
 .PHONY: install demo test benchmark clean
 
@@ -13,7 +17,8 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip>=24"
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip uninstall --quiet --yes $(OTHER_FAISS)
+	$(PY) -m pip install --quiet -e ".[dev,$(FAISS)]"
 	touch $(STAMP)
 
 demo: install
@@ -21,6 +26,9 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+benchmark: install
+	$(PY) jobs/benchmark.py --quick
 
 clean:
 	rm -rf runs .pytest_cache

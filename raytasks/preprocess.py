@@ -134,8 +134,9 @@ def read_table(preprocessed: StageOutput, columns: list[str], image_ids: list[st
 
 def read_shards(preprocessed: StageOutput, columns: list[str] | None = None) -> ray.data.Dataset:
     """The published, successfully preprocessed images as a Ray Dataset."""
-    wanted = None if columns is None else list(dict.fromkeys([*columns, "reject_reason"]))
-    dataset = ray.data.read_parquet(preprocessed.publication.uris(".parquet"), columns=wanted)
+    dataset = ray.data.read_parquet(preprocessed.publication.uris(".parquet"))
+    if columns is not None:  # Ray Data pushes the selection down into the read
+        dataset = dataset.select_columns(list(dict.fromkeys([*columns, "reject_reason"])))
     dataset = dataset.filter(expr=col("reject_reason") == "")  # rejected rows are kept on disk for the record
     return dataset if columns is None else dataset.select_columns(columns)
 

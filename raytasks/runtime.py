@@ -5,7 +5,9 @@ one-thread workers: gloo's all-reduce and a second copy of the model are pure
 overhead there.  So ``resources.num_workers = 0`` (auto) asks for one worker
 per GPU, or one per CPU node, and each worker sets as many torch threads as its
 node has cores once its data is in memory.  An explicit count is honoured as
-given (DDP across nodes and GPUs stays as it is).
+given (DDP across nodes and GPUs stays as it is).  What the cluster has comes
+from ``raytasks.capacity``: the nodes up now, or the node types of an
+autoscaling cluster (which may have no worker up when a stage starts).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import pandas as pd
 import ray
 from ray.train import ScalingConfig
 
+from raytasks.capacity import Capacity, current
 from skin_core import storage
 from skin_core.config import ResourcesConfig
 
@@ -44,7 +47,9 @@ def init_ray(num_cpus: int | None = None, dashboard: bool = False) -> None:
     if address:
         ray.init(address=address, logging_level=logging.WARNING)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=dashboard, logging_level=logging.WARNING)
+        context = ray.init(num_cpus=num_cpus, include_dashboard=dashboard, logging_level=logging.WARNING)
+        if dashboard:
+            logger.info("Ray dashboard at http://%s (while this run lasts)", context.dashboard_url)
     logger.info("Ray resources: %s", ray.cluster_resources())
 
 
@@ -61,50 +66,78 @@ class WorkerPlan:
     use_gpu: bool
     threads: int
 
+    @property
+    def bundle(self) -> dict[str, float]:
+        """What one worker reserves on its node."""
+        return {"CPU": self.cpus_per_worker, **({"GPU": 1.0} if self.use_gpu else {})}
+
     def scaling_config(self) -> ScalingConfig:
-        per_worker = {"CPU": self.cpus_per_worker, **({"GPU": 1} if self.use_gpu else {})}
-        return ScalingConfig(num_workers=self.num_workers, use_gpu=self.use_gpu, resources_per_worker=per_worker)
+        return ScalingConfig(num_workers=self.num_workers, use_gpu=self.use_gpu, resources_per_worker=self.bundle)
 
 
-def node_cpus() -> list[float]:
-    """CPUs of each alive node that has any (a 0-CPU head is left out)."""
-    return [n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU", 0.0) > 0]
+def plan_workers(resources: ResourcesConfig, capacity: Capacity) -> WorkerPlan:
+    """Workers for ``resources`` on a cluster with ``capacity``.
 
-
-def plan_workers(resources: ResourcesConfig, nodes: list[float], gpus: float) -> WorkerPlan:
-    """Workers for ``resources`` on nodes with ``nodes`` CPUs each and ``gpus`` GPUs in all.
-
-    Auto (``num_workers = 0``): one worker per GPU, else one per CPU node.  On
-    CPU each worker runs as many threads as its node has cores divided by the
-    workers placed there (Ray Data is idle once the data is in memory).
+    Auto (``num_workers = 0``) on a fixed cluster: one worker per GPU, else one
+    per CPU node up.  On an autoscaling cluster, which may have no worker up
+    yet, it plans from the node types: one node's worth, that is the GPUs of
+    the largest GPU type, else one CPU worker.  On CPU each worker runs as many
+    threads as its node has cores divided by the workers placed there (Ray Data
+    is idle once the data is in memory).
     """
-    workers = resources.num_workers
-    if workers == 0:
-        workers = max(1, int(gpus)) if resources.use_gpu else max(1, len(nodes))
+    nodes = capacity.cpu_nodes()
+    workers = resources.num_workers or _auto_workers(resources.use_gpu, capacity)
     if resources.use_gpu:
         threads = max(1, int(resources.cpus_per_worker))
+    elif capacity.autoscaling:
+        threads = _threads_on_types(workers, resources.cpus_per_worker, capacity)
     else:
         per_node = -(-workers // max(1, len(nodes)))  # ceil: workers spread evenly over the nodes
         threads = max(1, int(max(nodes, default=1) // per_node))
     return WorkerPlan(workers, resources.cpus_per_worker, resources.use_gpu, threads)
 
 
-def check_cpu_headroom(plan: WorkerPlan, resources: ResourcesConfig, cluster_cpus: float) -> None:
-    """Refuse a request that leaves Ray Data fewer than ``data_cpus`` CPUs: that run would hang silently."""
+def _auto_workers(use_gpu: bool, capacity: Capacity) -> int:
+    if capacity.autoscaling:  # one node's worth: the autoscaler adds it
+        return max(1, int(capacity.largest("GPU"))) if use_gpu else 1
+    return max(1, int(capacity.total("GPU")) if use_gpu else len(capacity.cpu_nodes()))
+
+
+def _threads_on_types(workers: int, cpus_per_worker: float, capacity: Capacity) -> int:
+    """Threads per CPU worker wherever the autoscaler puts it: the smallest type that can host one, packed full."""
+    hosts = [shape["CPU"] for shape in capacity.hosts({"CPU": cpus_per_worker})]
+    return max(1, min((int(cpus // min(workers, max(1, int(cpus // cpus_per_worker)))) for cpus in hosts), default=1))
+
+
+def check_capacity(plan: WorkerPlan, resources: ResourcesConfig, capacity: Capacity) -> None:
+    """Refuse a request the cluster cannot meet (it would wait forever), or one that leaves Ray Data fewer than
+    ``data_cpus`` CPUs (it would hang silently).  An autoscaling cluster is measured at what its node types can
+    add up to, not at what is up now."""
+    if not capacity.hosts(plan.bundle):
+        shapes = "; ".join(str(dict(shape)) for shape, _ in capacity.shapes) or "none"
+        hint = "" if capacity.autoscaling else (
+            " (an autoscaling cluster must report its node types first: skin report-node-types, see the README)")
+        raise ResourceError(f"one training worker needs {plan.bundle}, more than any node {capacity.where} has "
+                            f"({shapes}){hint}; lower resources.cpus_per_worker or resources.use_gpu")
     training = plan.num_workers * plan.cpus_per_worker
-    if training + resources.data_cpus > cluster_cpus:
+    if training + resources.data_cpus > capacity.total("CPU"):
         raise ResourceError(
             f"{plan.num_workers} training workers × {plan.cpus_per_worker} CPU + "
-            f"{resources.data_cpus} CPU for Ray Data > the {cluster_cpus:g} CPUs of this cluster; "
+            f"{resources.data_cpus} CPU for Ray Data > the {capacity.total('CPU'):g} CPUs {capacity.where}; "
             "lower resources.cpus_per_worker or resources.num_workers (fractions are allowed)")
+    if plan.use_gpu and plan.num_workers > capacity.total("GPU"):
+        raise ResourceError(f"{plan.num_workers} GPU workers > the {capacity.total('GPU'):g} GPUs {capacity.where}; "
+                            "lower resources.num_workers (0 = one per GPU)")
 
 
 def worker_plan(resources: ResourcesConfig) -> WorkerPlan:
-    """The plan for this cluster, after the headroom check."""
-    plan = plan_workers(resources, node_cpus(), ray.cluster_resources().get("GPU", 0.0))
-    check_cpu_headroom(plan, resources, ray.cluster_resources().get("CPU", 0.0))
-    logger.info("training on %d worker(s) × %g CPU%s, %d torch thread(s) each", plan.num_workers,
-                plan.cpus_per_worker, " + 1 GPU" if plan.use_gpu else "", plan.threads)
+    """The plan for the connected cluster, after the capacity check."""
+    capacity = current()
+    plan = plan_workers(resources, capacity)
+    check_capacity(plan, resources, capacity)
+    logger.info("training on %d worker(s) × %g CPU%s, %d torch thread(s) each%s", plan.num_workers,
+                plan.cpus_per_worker, " + 1 GPU" if plan.use_gpu else "", plan.threads,
+                " (planned from the node types: the autoscaler adds the nodes)" if capacity.autoscaling else "")
     return plan
 
 

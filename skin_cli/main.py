@@ -141,21 +141,27 @@ def cmd_attention(args: argparse.Namespace) -> int:
 
 def cmd_pipeline(args: argparse.Namespace) -> int:
     from raytasks.pipeline import run_pipeline
+    from raytasks.runtime import init_ray
     from raytasks.settings import config_from_args
 
     shortcuts = [f"data.path={args.data}"] if args.data else []
     shortcuts += [f"out={args.out}"] if args.out else []
-    print(run_pipeline(config_from_args(args, shortcuts)).report)
+    config = config_from_args(args, shortcuts)
+    init_ray(dashboard=args.dashboard)
+    print(run_pipeline(config).report)
     return 0
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
+    from raytasks.runtime import init_ray
     from raytasks.settings import config_from_args
     from raytasks.tune import run_tune
 
     shortcuts = [f"data.path={args.data}"] if args.data else []
     shortcuts += [f"out={args.out}"] if args.out else []
-    result = run_tune(config_from_args(args, shortcuts))
+    config = config_from_args(args, shortcuts)
+    init_ray(dashboard=args.dashboard)
+    result = run_tune(config)
     print(result.table.round(4).to_string(index=False))
     print(f"best student: {result.best_folder}" + (f"; registered as {result.registered}" if result.registered else ""))
     return 0
@@ -178,6 +184,23 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         write_results(args.results, config, result)
         print(f"results written to {args.results}")
     return 0
+
+
+def cmd_report_node_types(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from raytasks.capacity import UNBOUNDED, report_launcher_config
+
+    for t in report_launcher_config(Path(args.config), args.address):
+        most = "unbounded" if t.max_count == UNBOUNDED else t.max_count
+        print(f"{t.name}: {dict(t.resources)}, {t.min_count} to {most} node(s)")
+    return 0
+
+
+def add_dashboard_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dashboard", action="store_true",
+                        help="start the Ray dashboard with a local Ray (its address is logged); a submitted job "
+                             "uses its cluster's")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -253,12 +276,14 @@ def _parser() -> argparse.ArgumentParser:
     add_config_args(pipeline)
     pipeline.add_argument("--data", help="dataset folder or s3:// URI (default: the synthetic set)")
     pipeline.add_argument("--out", help="output folder or s3:// URI")
+    add_dashboard_arg(pipeline)
     pipeline.set_defaults(func=cmd_pipeline)
 
     tune = sub.add_parser("tune", help="Ray Tune search over MS-loss margins, K, transfer layers, β and lr")
     add_config_args(tune)
     tune.add_argument("--data", help="dataset folder or s3:// URI (default: the synthetic set)")
     tune.add_argument("--out", help="output folder or s3:// URI")
+    add_dashboard_arg(tune)
     tune.set_defaults(func=cmd_tune)
 
     experiment = sub.add_parser("experiment", help="the pipeline once per seed, then AT against the baseline with "
@@ -272,6 +297,11 @@ def _parser() -> argparse.ArgumentParser:
     experiment.add_argument("--external", help="a dataset from other acquisitions to evaluate every kept model on")
     experiment.add_argument("--results", help="write the results document here (e.g. docs/results.md)")
     experiment.set_defaults(func=cmd_experiment)
+    types = sub.add_parser("report-node-types", help="tell a Ray head which node types its autoscaler may launch "
+                           "(run on the head after `ray start --head`; resource checks then plan against them)")
+    types.add_argument("config", help="the cluster-launcher config the autoscaler runs (~/ray_bootstrap_config.yaml)")
+    types.add_argument("--address", default="auto", help="the head's GCS address HOST:PORT (default: the local head)")
+    types.set_defaults(func=cmd_report_node_types)
     return parser
 
 
@@ -279,6 +309,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # which SIMD build it tried, in 8 INFO lines
     handler: Callable[[argparse.Namespace], int] = args.func
     try:
         return handler(args)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import replace
 import os
@@ -61,20 +62,27 @@ def _wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> 
     raise RuntimeError(f"nothing listening on 127.0.0.1:{port} after {timeout} s")
 
 
+@contextlib.contextmanager
+def loopback_server(command: list[str], port: int, log_path: Path, timeout: float = 30.0,
+                    **popen: object) -> Iterator[str]:
+    """Run ``command``, a server listening on 127.0.0.1:``port``, for the block; yields its URL."""
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, **popen)
+        try:
+            _wait_for_port(port, proc, timeout)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """moto's standalone S3-compatible server on loopback; yields its endpoint URL."""
     port = _free_port()
-    log = (tmp_path_factory.mktemp("moto") / "moto.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT)
-    try:
-        _wait_for_port(port, proc)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        log.close()
+    with loopback_server([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], port,
+                         tmp_path_factory.mktemp("moto") / "moto.log") as url:
+        yield url
 
 
 @pytest.fixture()
@@ -128,18 +136,11 @@ def mlflow_server(s3_server: str, tmp_path_factory: pytest.TempPathFactory) -> I
                  region_name="us-east-1").create_bucket(Bucket=MLFLOW_BUCKET)
     folder = tmp_path_factory.mktemp("mlflow")
     port = _free_port()
-    log = (folder / "server.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}", "--artifacts-destination",
-         f"s3://{MLFLOW_BUCKET}/artifacts"], stdout=log, stderr=subprocess.STDOUT, env=env)
-    try:
-        _wait_for_port(port, proc, timeout=90)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
-        log.close()
+    with loopback_server(
+            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+             "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}", "--artifacts-destination",
+             f"s3://{MLFLOW_BUCKET}/artifacts"], port, folder / "server.log", timeout=90, env=env) as url:
+        yield url
 
 
 MLFLOW_BUCKET = "mlflow-store"

@@ -46,3 +46,17 @@ def test_node_types_s3_access_and_auth(cluster: dict) -> None:
     starts = cluster["head_start_ray_commands"] + cluster["worker_start_ray_commands"]
     assert all("RAY_AUTH_MODE=token" in c for c in starts if "ray start" in c)
     assert "/home/ray/.ray/auth_token" in cluster["file_mounts"]
+
+
+def test_gpu_nodes_install_faiss_for_the_gpu_and_the_others_faiss_cpu(cluster: dict) -> None:
+    gpu = cluster["available_node_types"]["gpu_worker"]["worker_setup_commands"]  # replaces setup_commands there
+    assert any('"/home/ray/skin[gpu]"' in c and "uninstall --quiet --yes faiss-cpu" in c for c in gpu)
+    assert cluster["setup_commands"] == ['pip install --quiet -e "/home/ray/skin[cpu]"']
+    assert "worker_setup_commands" not in cluster["available_node_types"]["cpu_worker"]
+
+
+def test_the_head_reports_its_node_types_after_it_starts(cluster: dict) -> None:
+    commands = cluster["head_start_ray_commands"]
+    start = next(i for i, c in enumerate(commands) if "ray start --head" in c)
+    report = next(i for i, c in enumerate(commands) if "skin report-node-types ~/ray_bootstrap_config.yaml" in c)
+    assert report > start and "RAY_AUTH_MODE=token" in commands[report]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import faiss
 import numpy as np
 import pytest
@@ -71,6 +73,21 @@ def test_kmeans_rejects_gpu_request_without_gpu() -> None:
         pytest.skip("a GPU is visible to faiss")
     with pytest.raises(RuntimeError, match="use_gpu=True"):
         kmeans(blobs(2, 5, 4)[0], 2, seed=0, use_gpu=True)
+
+
+def test_kmeans_picks_the_gpu_at_run_time_when_faiss_sees_one(monkeypatch: pytest.MonkeyPatch,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    module = importlib.import_module("skin_core.clustering.kmeans")  # the package's `kmeans` is the function
+
+    monkeypatch.setattr(module, "_gpu_available", lambda: True)  # a GPU node with the gpu extra
+    assert module.kmeans_on_gpu(None) and module.kmeans_on_gpu(True) and not module.kmeans_on_gpu(False)
+    monkeypatch.setattr(module, "_gpu_available", lambda: False)  # a CPU node, or a CPU worker on a GPU node
+    assert not module.kmeans_on_gpu(None)
+    with pytest.raises(RuntimeError, match="use_gpu=True"):
+        module.kmeans_on_gpu(True)
+    with caplog.at_level("INFO", logger=module.__name__):
+        kmeans(blobs(2, 5, 4)[0], 2, seed=0)  # the default asks at run time, and runs where it was told
+    assert "gpu=False" in caplog.text
 
 
 def test_fill_empty_clusters_moves_farthest_point_of_largest() -> None:

@@ -6,8 +6,10 @@ import contextlib
 import os
 import re
 import secrets
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Iterator
@@ -20,29 +22,59 @@ from conftest import REPO_ROOT, _free_port
 RAY = str(Path(sys.executable).with_name("ray"))
 
 
-@pytest.fixture(scope="module")
-def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict]]:
-    """``ray start --head`` on loopback with token auth; yields (dashboard address, client environment)."""
+def head_env(**extra: str) -> dict:
+    """A client (and head) environment with token auth on and a fresh token."""
     # the job's `python` is the head's: put this environment's first, as a cluster image does
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16),
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}", **extra}
     for inherited in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI"):  # the job must find its own defaults
         env.pop(inherited, None)
-    dashboard, temp = _free_port(), tmp_path_factory.mktemp("rayhead")
-    start = [RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={_free_port()}", "--num-cpus=2",
-             "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
-             f"--temp-dir={temp}", "--disable-usage-stats",
+    return env
+
+
+def start_head(temp: Path, env: dict, *options: str) -> str:
+    """``ray start --head`` on loopback with its own temp dir and free ports; returns the dashboard address once
+    it takes jobs."""
+    dashboard = _free_port()
+    start = [RAY, "start", "--head", "--node-ip-address=127.0.0.1", "--include-dashboard=true",
+             "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", f"--temp-dir={temp}",
+             "--disable-usage-stats",
              # every other fixed port gets a free one: another Ray on this machine holds the defaults
              *(f"--{name}={_free_port()}" for name in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",
                                                        "runtime-env-agent-port", "metrics-export-port",
-                                                       "ray-client-server-port"))]
-    started = subprocess.run(start, env=env, capture_output=True, text=True, timeout=180)
-    assert started.returncode == 0, started.stderr[-3000:]
-    try:
-        _wait_for_job_agent(f"http://127.0.0.1:{dashboard}", env)
-        yield f"http://127.0.0.1:{dashboard}", env
-    finally:
+                                                       "ray-client-server-port")), *options]
+    address = f"http://127.0.0.1:{dashboard}"
+    try:  # a head that failed halfway still leaves processes to stop
+        started = subprocess.run(start, env=env, capture_output=True, text=True, timeout=180)
+        assert started.returncode == 0, started.stderr[-3000:]
+        _wait_for_job_agent(address, env)
+    except BaseException:
         stop_head(temp)
+        raise
+    return address
+
+
+@contextlib.contextmanager
+def head_temp_dir() -> Iterator[Path]:
+    """A short temp dir for a head, removed after it: Ray's socket paths under it must stay within 107 bytes,
+    which pytest's own temp paths outgrow."""
+    temp = Path(tempfile.mkdtemp(prefix="rayhead-", dir="/tmp"))
+    try:
+        yield temp
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def ray_head() -> Iterator[tuple[str, dict]]:
+    """A 2-CPU head on loopback with token auth; yields (dashboard address, client environment)."""
+    env = head_env()
+    with head_temp_dir() as temp:
+        address = start_head(temp, env, f"--port={_free_port()}", "--num-cpus=2")
+        try:
+            yield address, env
+        finally:
+            stop_head(temp)
 
 
 def stop_head(temp: Path) -> None:
@@ -88,10 +120,11 @@ def _wait_for_job_agent(address: str, env: dict, timeout: float = 120) -> None:
         time.sleep(2)
 
 
-def submit(address: str, env: dict, out: Path) -> tuple[subprocess.CompletedProcess, float]:
+def submit(address: str, env: dict, out: Path, *options: str) -> tuple[subprocess.CompletedProcess, float]:
+    """The smoke pipeline as a user submits it (``options`` go to jobs/pipeline.py); returns the CLI's result."""
     command = [RAY, "job", "submit", "--address", address, "--working-dir", str(REPO_ROOT),
                "--runtime-env", str(REPO_ROOT / "jobs" / "runtime_env.yaml"), "--",
-               "python", "jobs/pipeline.py", "--profile", "smoke", "--out", str(out)]
+               "python", "jobs/pipeline.py", "--profile", "smoke", "--out", str(out), *options]
     start = time.monotonic()
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900, cwd=REPO_ROOT)
     return done, time.monotonic() - start

@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from raytasks.preprocess import PreprocessSummary, read_table, run_preprocess
-from raytasks.runtime import ResourceError, WorkerPlan, check_cpu_headroom, plan_workers
+from raytasks.capacity import Capacity
+from raytasks.runtime import ResourceError, WorkerPlan, check_capacity, plan_workers
 from raytasks.stages import StageOutput, load_output, run_stage
 from raytasks.teacher import ASSIGNMENTS, HISTORY, MONTAGE, WEIGHTS, TeacherSummary, teacher_stage
 from raytasks.tracking import TrackedRun
@@ -47,25 +48,30 @@ def preprocessed(ray_local: None, tmp_path_factory: pytest.TempPathFactory) -> S
     return run_preprocess(str(root / "data"), str(root / "pre"), PreprocessConfig(size=32))
 
 
+def cpu_nodes(*cpus: float) -> Capacity:
+    return Capacity.of_nodes([{"CPU": c} for c in cpus])
+
+
 def test_resource_check_refuses_a_request_that_would_starve_ray_data() -> None:
     resources = ResourcesConfig(num_workers=2, cpus_per_worker=1.0, data_cpus=1.0)
     with pytest.raises(ResourceError, match="lower resources.cpus_per_worker"):
-        check_cpu_headroom(plan_workers(resources, [2.0], 0), resources, 2.0)
+        check_capacity(plan_workers(resources, cpu_nodes(2.0)), resources, cpu_nodes(2.0))
     fits = ResourcesConfig(num_workers=2, cpus_per_worker=0.5, data_cpus=1.0)
-    check_cpu_headroom(plan_workers(fits, [2.0], 0), fits, 2.0)
+    check_capacity(plan_workers(fits, cpu_nodes(2.0)), fits, cpu_nodes(2.0))
 
 
 def test_auto_workers_follow_the_resources() -> None:
     auto = ResourcesConfig()  # num_workers 0
     # one CPU node: one worker using every core (no DDP between one-thread workers)
-    assert plan_workers(auto, [2.0], 0) == WorkerPlan(1, 1.0, False, 2)
+    assert plan_workers(auto, cpu_nodes(2.0)) == WorkerPlan(1, 1.0, False, 2)
     # several CPU nodes: one worker per node, each with its node's cores
-    assert plan_workers(auto, [8.0, 8.0, 8.0], 0) == WorkerPlan(3, 1.0, False, 8)
+    assert plan_workers(auto, cpu_nodes(8.0, 8.0, 8.0)) == WorkerPlan(3, 1.0, False, 8)
     # GPUs: one worker per GPU, threads from the worker's CPUs
     gpu = ResourcesConfig(use_gpu=True, cpus_per_worker=4)
-    assert plan_workers(gpu, [16.0, 16.0], 8) == WorkerPlan(8, 4.0, True, 4)
+    assert plan_workers(gpu, Capacity.of_nodes([{"CPU": 16.0, "GPU": 4.0}] * 2)) == WorkerPlan(8, 4.0, True, 4)
     # an explicit count is kept; two workers on one 2-core node get one thread each
-    assert plan_workers(ResourcesConfig(num_workers=2, cpus_per_worker=0.5), [2.0], 0) == WorkerPlan(2, 0.5, False, 1)
+    assert plan_workers(ResourcesConfig(num_workers=2, cpus_per_worker=0.5), cpu_nodes(2.0)) == \
+        WorkerPlan(2, 0.5, False, 1)
 
 
 def test_non_finite_loss_stops_loudly() -> None:

@@ -70,11 +70,14 @@ def pca_whiten(x: np.ndarray, dim: int) -> np.ndarray:
 
 
 def _gpu_available() -> bool:
+    """faiss was built with GPU support (the ``gpu`` extra) and sees a GPU: in a Ray worker, only the ones
+    Ray gave it (``CUDA_VISIBLE_DEVICES``), so a CPU worker on a GPU node stays on the CPU."""
     return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
 
 
-def _resolve_gpu(use_gpu: bool | None) -> bool:
-    """``None`` → GPU when faiss can use one; ``True`` without one is an error, not a fallback."""
+def kmeans_on_gpu(use_gpu: bool | None) -> bool:
+    """Where k-means runs, decided when it runs: ``None`` → on the GPU when faiss can use one; ``True``
+    without one is an error, not a fallback."""
     if use_gpu and not _gpu_available():
         raise RuntimeError("use_gpu=True but faiss has no GPU support or sees no GPU "
                            "(install faiss-gpu on GPU nodes, or pass use_gpu=None/False)")
@@ -124,7 +127,7 @@ def kmeans(x: np.ndarray, k: int, *, seed: int, niter: int = 20,
     x = _as_features(x)
     n, d = x.shape
     _check_args(n, k, seed, niter)
-    gpu = _resolve_gpu(use_gpu)
+    gpu = kmeans_on_gpu(use_gpu)
     km = faiss.Kmeans(d, k, niter=niter, seed=seed, gpu=1 if gpu else False, verbose=False,
                       max_points_per_centroid=n // k + 1,  # k × this > N: no subsampling
                       min_points_per_centroid=1)  # few points per cluster is expected on small sets
