@@ -29,6 +29,7 @@ class PartitionSummary:
     val: int
     test: int
     test_clusters: tuple[int, ...]
+    holdout: int = 0  # the ranking hold-out reserved before the cluster split (sweeps only)
 
 
 def partition_stage(teacher: StageOutput[TeacherSummary], config: PartitionConfig) -> Stage[PartitionSummary]:
@@ -36,12 +37,14 @@ def partition_stage(teacher: StageOutput[TeacherSummary], config: PartitionConfi
 
     def write(context: StageContext) -> PartitionSummary:
         partition = partition_by_clusters(teacher.read_csv(ASSIGNMENTS), test_clusters=config.test_clusters,
-                                          val_fraction=config.val_fraction, seed=config.seed)
+                                          val_fraction=config.val_fraction, seed=config.seed,
+                                          holdout_fraction=config.holdout_fraction)
         context.write_csv(SPLITS_FILE, partition.assignment)
         context.write_csv(SUMMARY_FILE, partition.summary(), index=True)
         counts = partition.assignment["split"].value_counts()
         summary = PartitionSummary(*(int(counts.get(s, 0)) for s in ("train", "val", "test")),
-                                   test_clusters=tuple(int(c) for c in partition.test_clusters))
+                                   test_clusters=tuple(int(c) for c in partition.test_clusters),
+                                   holdout=int(counts.get("holdout", 0)))
         logger.info("partition: %s", summary)
         return summary
 
@@ -61,4 +64,5 @@ def summary_table(partition: StageOutput[PartitionSummary]) -> pd.DataFrame:
 def format_partition(result: StageOutput[PartitionSummary]) -> str:
     s = result.summary
     return (f"partition        train {s.train:,} · val {s.val:,} · test {s.test:,} "
+            + (f"· ranking hold-out {s.holdout:,} " if s.holdout else "") +
             f"(held-out clusters {list(s.test_clusters)})\n{summary_table(result).to_string()}")

@@ -146,3 +146,18 @@ def test_bad_arguments_raise(frame: pd.DataFrame, kwargs: dict, message: str) ->
 def test_missing_column_raises(frame: pd.DataFrame) -> None:
     with pytest.raises(PartitionError, match="lesion_id"):
         partition_by_clusters(frame.drop(columns="lesion_id"))
+
+
+def test_ranking_holdout_is_reserved_before_the_cluster_split_and_ignores_the_clusters(frame: pd.DataFrame) -> None:
+    reclustered = frame.assign(cluster=(frame["cluster"] * 7 + 3) % 16)  # another teacher's clusters
+    one = partition_by_clusters(frame, test_clusters=8, seed=0, holdout_fraction=0.2).assignment
+    two = partition_by_clusters(reclustered, test_clusters=8, seed=1, holdout_fraction=0.2).assignment
+    held = set(one.loc[one["split"] == "holdout", "image_id"])
+    assert held == set(two.loc[two["split"] == "holdout", "image_id"]) and 0.1 < len(held) / len(frame) < 0.3
+    assert one.groupby("lesion_id")["split"].nunique().max() == 1  # lesions stay whole
+    assert partition_by_clusters(frame, test_clusters=8, seed=0).assignment["split"].ne("holdout").all()
+    rest = one[one["split"] != "holdout"]
+    lesions = rest.groupby("lesion_id")["label"].first().value_counts()
+    assert (lesions.reindex(list(CLASSES), fill_value=0) >= 3).all()  # every class keeps 3 lesions outside it
+    table = partition_by_clusters(frame, test_clusters=8, seed=0, holdout_fraction=0.2).summary()
+    assert table.loc["holdout", "total"].sum() == len(held)
