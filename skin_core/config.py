@@ -136,6 +136,12 @@ class PartitionConfig:
     test_clusters: int = 8
     val_fraction: float = 0.2
     seed: int = 0
+    # share of lesions reserved as a ``holdout`` split before the cluster split (a sweep's fixed ranking set); 0: none
+    holdout_fraction: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.holdout_fraction < 1.0:
+            raise ConfigError(f"partition.holdout_fraction: {self.holdout_fraction!r}; use 0 (none) up to below 1")
 
 
 @dataclass(frozen=True)
@@ -150,6 +156,7 @@ class StudentConfig:
     variants: tuple[str, ...] = ("baseline", "layer3+layer4")
     imbalance: str = "none"  # none | weighted_ce; the paper does not correct the imbalance
     select_metric: str = "balanced_accuracy"  # validation metric that picks the kept epoch: accuracy | balanced_accuracy | macro_f1
+    val_split: str = "val"  # the split that picks the kept epoch: val (the cluster partition's) | holdout (sweeps)
 
     def __post_init__(self) -> None:
         for variant in self.variants:
@@ -162,6 +169,8 @@ class StudentConfig:
                               "or macro_f1")
         if self.imbalance not in ("none", "weighted_ce"):
             raise ConfigError(f"student.imbalance: {self.imbalance!r}; use none or weighted_ce")
+        if self.val_split not in ("val", "holdout"):
+            raise ConfigError(f"student.val_split: {self.val_split!r}; use val or holdout")
 
 
 @dataclass(frozen=True)
@@ -200,6 +209,11 @@ class TuneConfig:
     num_samples: int = 8
     max_concurrent: int = 1  # trials at once; each takes ``resources`` for its Ray Train workers
     grace_period: int = 1  # epochs before ASHA may stop a trial
+    search: str = "optuna"  # optuna (TPE, model-based) | random
+    seed: int = 0  # the search algorithm's seed: the same sweep draws the same trials
+    rank_fraction: float = 0.2  # share of lesions in the fixed hold-out that ranks every trial (never trained on)
+    drop_invalid: bool = False  # drop impossible values (logged) instead of refusing the whole space
+    start_from_profile: bool = False  # the first trial runs the profile's own values: did the search beat them?
     ms_alpha: tuple[float, ...] = (1.0, 2.0, 4.0)
     ms_beta: tuple[float, ...] = (20.0, 50.0)
     ms_base: tuple[float, ...] = (0.5, 1.0)
@@ -219,6 +233,11 @@ class TuneConfig:
             if not getattr(self, name):
                 raise ConfigError(f"tune.{name}: give at least one value")
         StudentConfig(variants=self.layers)  # the same check as student.variants
+        if self.search not in ("optuna", "random"):
+            raise ConfigError(f"tune.search: {self.search!r}; use optuna or random")
+        if not 0.0 < self.rank_fraction < 1.0:
+            raise ConfigError(f"tune.rank_fraction: {self.rank_fraction!r}; the ranking hold-out's share of lesions "
+                              "must be above 0 and below 1")
 
 
 @dataclass(frozen=True)
@@ -238,6 +257,10 @@ class PipelineConfig:
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
+
+    def __post_init__(self) -> None:
+        if self.student.val_split == "holdout" and self.partition.holdout_fraction == 0:
+            raise ConfigError("student.val_split=holdout needs partition.holdout_fraction > 0")
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
