@@ -183,8 +183,9 @@ def _status(result: ray.tune.Result) -> str:
     """ok (its student published), stopped (by ASHA, before its last epoch), or failed with the error's last line."""
     if result.error is None:
         return "ok" if STUDENT_FOLDER in (result.metrics or {}) else "stopped"
-    last = (str(result.error).strip().splitlines() or [""])[-1][:100]
-    return f"failed: {type(result.error).__name__}: {last}"
+    error = getattr(result.error, "cause", None) or result.error  # the trial's own error, not Ray's task wrapper
+    last = (str(error).strip().splitlines() or [""])[-1][:100]
+    return f"failed: {type(error).__name__}: {last}"
 
 
 def summary_table(grid: ray.tune.ResultGrid, metric: str) -> pd.DataFrame:
