@@ -30,6 +30,7 @@ class PartitionSummary:
     test: int
     test_clusters: tuple[int, ...]
     test_share: float = float("nan")  # test / all partitioned images
+    holdout: int = 0  # the ranking hold-out reserved before the cluster split (sweeps only)
 
 
 def partition_stage(teacher: StageOutput[TeacherSummary], config: PartitionConfig) -> Stage[PartitionSummary]:
@@ -42,7 +43,8 @@ def partition_stage(teacher: StageOutput[TeacherSummary], config: PartitionConfi
         counts = partition.assignment["split"].value_counts()
         summary = PartitionSummary(*(int(counts.get(s, 0)) for s in ("train", "val", "test")),
                                    test_clusters=tuple(int(c) for c in partition.test_clusters),
-                                   test_share=round(float(counts.get("test", 0) / counts.sum()), 4))
+                                   test_share=round(float(counts.get("test", 0) / counts.sum()), 4),
+                                   holdout=int(counts.get("holdout", 0)))
         logger.info("partition: %s", summary)
         return summary
 
@@ -61,5 +63,6 @@ def summary_table(partition: StageOutput[PartitionSummary]) -> pd.DataFrame:
 
 def format_partition(result: StageOutput[PartitionSummary]) -> str:
     s = result.summary
-    return (f"partition        train {s.train:,} · val {s.val:,} · test {s.test:,} ({s.test_share:.1%}; "
-            f"held-out clusters {list(s.test_clusters)})\n{summary_table(result).to_string()}")
+    return (f"partition        train {s.train:,} · val {s.val:,} · test {s.test:,} ({s.test_share:.1%}) "
+            + (f"· ranking hold-out {s.holdout:,} " if s.holdout else "") +
+            f"(held-out clusters {list(s.test_clusters)})\n{summary_table(result).to_string()}")

@@ -75,6 +75,8 @@ class StudentSummary:
     best: float  # the validation metric of the kept epoch
     best_epoch: int
     last: float  # the validation metric of the last epoch
+    val_split: str = "val"  # the split those metrics are on: the partition's val, or the sweep's ranking hold-out
+    val_rows: str = ""  # hash of that split's image ids: two students with the same hash were scored on the same rows
 
 
 @dataclass(frozen=True)
@@ -200,6 +202,19 @@ def split_dataset(preprocessed: StageOutput[PreprocessSummary], ids: list[str]) 
             .map_batches(decode_labeled, batch_format="numpy"))
 
 
+def rows_hash(image_ids: list[str]) -> str:
+    """A short hash of a set of image ids: equal hashes mean the same rows."""
+    return config_hash(sorted(image_ids))
+
+
+def validation_ids(table: pd.DataFrame, student: StudentConfig) -> list[str]:
+    """The image ids that pick the kept epoch (and feed Tune's ranking): ``student.val_split`` of the partition."""
+    ids = table.loc[table["split"] == student.val_split, "image_id"].tolist()
+    if not ids:
+        raise ValueError(f"the partition has no {student.val_split!r} rows to validate on (student.val_split)")
+    return ids
+
+
 def class_weights(labels: pd.Series, mode: str) -> tuple[float, ...]:
     """Cross-entropy class weights (mean 1 over present classes); () for ``none``.
 
@@ -258,11 +273,11 @@ class StudentsFit:
     def _fit(self) -> None:
         plan, table = worker_plan(self.config.resources), splits(self.partition)
         # one pass over both splits (one Ray Data pipeline to start, not two); the worker tells them apart
-        used = table[table["split"].isin(["train", "val"])]
+        used = table[table["split"].isin(["train", self.config.student.val_split])]
         dataset = (read_shards(self.preprocessed, columns=["image_id", "image", "label_idx"])
                    .filter(expr=col("image_id").is_in(used["image_id"].tolist()))
                    .map_batches(decode_split, batch_format="numpy",
-                                fn_kwargs={"val_ids": frozenset(used.loc[used["split"] == "val", "image_id"])}))
+                                fn_kwargs={"val_ids": frozenset(validation_ids(table, self.config.student))}))
         specs = self._specs(plan)
         name = "students-" + config_hash([s.final_dir for s in specs])[:12]  # the same pending set resumes
         first_folder = next(iter(self.pending.values()))[0]
@@ -288,9 +303,11 @@ class StudentsFit:
         save_bundle(context.run_uri, kept, ModelCard(self.config.model.arch, CLASSES, self.config.preprocess, variant))
         context.write_bytes(LAST_WEIGHTS, storage.read_bytes(storage.join(final, LAST_WEIGHTS)))
         context.write_csv(HISTORY, history)
-        metric = history[f"val_{self.config.student.select_metric}"]
+        s = self.config.student
+        metric = history[f"val_{s.select_metric}"]
         return StudentSummary(variant=variant, epochs=len(history), best=float(metric.max()),
-                              best_epoch=int(history.loc[metric.idxmax(), "epoch"]), last=float(metric.iloc[-1]))
+                              best_epoch=int(history.loc[metric.idxmax(), "epoch"]), last=float(metric.iloc[-1]),
+                              val_split=s.val_split, val_rows=rows_hash(validation_ids(splits(self.partition), s)))
 
 
 def student_stage(preprocessed: StageOutput[PreprocessSummary], teacher: StageOutput[TeacherSummary],

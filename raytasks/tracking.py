@@ -30,6 +30,7 @@ import pandas as pd
 import requests
 import yaml
 from mlflow.entities import Metric, Param, RunStatus
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from skin_core import storage
@@ -206,14 +207,21 @@ def finishing(run: TrackedRun) -> Iterator[TrackedRun]:
     run.finish()
 
 
-def open_run(config: PipelineConfig, kind: str, env: Mapping[str, str]) -> TrackedRun:
-    """Start the parent run (``kind``: pipeline, sweep or experiment) with the whole config as params and YAML."""
+def open_run(config: PipelineConfig, kind: str, env: Mapping[str, str], resume: str = "") -> TrackedRun:
+    """Start the parent run (``kind``: pipeline, sweep or experiment) with the whole config as params and YAML.
+
+    ``resume``: the run id of an earlier, interrupted run of the same work (a
+    sweep whose driver died); it is reopened when it exists in this experiment.
+    """
     if not config.tracking.enabled:
         return TrackedRun()
     uri, artifacts = resolve_uri(config.tracking, config.out, env)
     check_reachable(uri, config.tracking.timeout_s)
     client = MlflowClient(uri)
     exp = experiment_id(client, config.tracking.experiment, artifacts)
+    if resume and _reopened(client, resume, exp):
+        logger.info("MLflow: resuming run %s in experiment %r at %s", resume, config.tracking.experiment, uri)
+        return TrackedRun(client, uri, config.tracking.experiment, exp, resume)
     created = client.create_run(exp, run_name=f"{kind}-{config.profile}", tags={"kind": kind,
                                                                                "profile": config.profile})
     run = TrackedRun(client, uri, config.tracking.experiment, exp, created.info.run_id)
@@ -223,8 +231,19 @@ def open_run(config: PipelineConfig, kind: str, env: Mapping[str, str]) -> Track
     return run
 
 
+def _reopened(client: MlflowClient, run_id: str, experiment: str) -> bool:
+    """Set an earlier run of ``experiment`` back to RUNNING; False when this store does not hold it."""
+    try:
+        if client.get_run(run_id).info.experiment_id != experiment:
+            return False
+        client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+        return True
+    except MlflowException:
+        return False
+
+
 @contextlib.contextmanager
-def tracked_run(config: PipelineConfig, kind: str, env: Mapping[str, str]) -> Iterator[TrackedRun]:
-    """The parent run of a pipeline, sweep or experiment; FAILED if the block raises."""
-    with finishing(open_run(config, kind, env)) as run:
+def tracked_run(config: PipelineConfig, kind: str, env: Mapping[str, str], resume: str = "") -> Iterator[TrackedRun]:
+    """The parent run of a pipeline, sweep or experiment (or the reopened ``resume``); FAILED if the block raises."""
+    with finishing(open_run(config, kind, env, resume)) as run:
         yield run

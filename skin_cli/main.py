@@ -155,15 +155,19 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
 def cmd_tune(args: argparse.Namespace) -> int:
     from raytasks.runtime import init_ray
     from raytasks.settings import config_from_args
-    from raytasks.tune import run_tune
+    from raytasks.tune import SweepFailed, run_tune
 
     shortcuts = [f"data.path={args.data}"] if args.data else []
     shortcuts += [f"out={args.out}"] if args.out else []
-    config = config_from_args(args, shortcuts)
     init_ray(dashboard=args.dashboard)
-    result = run_tune(config)
+    try:
+        result = run_tune(config_from_args(args, shortcuts))
+    except SweepFailed as err:  # the trials' own errors are in their folders; the sweep's end is one line
+        print(f"skin tune: {err}", file=sys.stderr)
+        return 1
     print(result.table.round(4).to_string(index=False))
     print(f"best student: {result.best_folder}" + (f"; registered as {result.registered}" if result.registered else ""))
+    print(result.note)
     return 0
 
 

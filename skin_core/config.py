@@ -174,9 +174,13 @@ class PartitionConfig:
     origins: tuple[str, ...] = ()  # the student's train, val and test origins; empty = every clustered one
     val_fraction: float = 0.2
     seed: int = 0
+    # share of lesions reserved as a ``holdout`` split before the cluster split (a sweep's fixed ranking set); 0: none
+    holdout_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         _check_origins("partition.origins", self.origins)
+        if not 0.0 <= self.holdout_fraction < 1.0:
+            raise ConfigError(f"partition.holdout_fraction: {self.holdout_fraction!r}; use 0 (none) up to below 1")
         if self.test_clusters < 0 or (self.test_clusters == 0 and not self.test_share and not self.test_cluster_ids):
             raise ConfigError(f"partition.test_clusters: {self.test_clusters}; give a count >= 1 (0, any count, "
                               "only with partition.test_share)")
@@ -205,6 +209,7 @@ class StudentConfig:
     variants: tuple[str, ...] = ("baseline", "layer3+layer4")
     imbalance: str = "none"  # none | weighted_ce | sqrt_weighted_ce; the paper does not correct the imbalance
     select_metric: str = "balanced_accuracy"  # validation metric that picks the kept epoch: accuracy | balanced_accuracy | macro_f1
+    val_split: str = "val"  # the split that picks the kept epoch: val (the cluster partition's) | holdout (sweeps)
 
     def __post_init__(self) -> None:
         for variant in self.variants:
@@ -217,6 +222,8 @@ class StudentConfig:
                               "or macro_f1")
         if self.imbalance not in IMBALANCE_MODES:
             raise ConfigError(f"student.imbalance: {self.imbalance!r}; use {', '.join(IMBALANCE_MODES)}")
+        if self.val_split not in ("val", "holdout"):
+            raise ConfigError(f"student.val_split: {self.val_split!r}; use val or holdout")
 
 
 @dataclass(frozen=True)
@@ -255,6 +262,11 @@ class TuneConfig:
     num_samples: int = 8
     max_concurrent: int = 1  # trials at once; each takes ``resources`` for its Ray Train workers
     grace_period: int = 1  # epochs before ASHA may stop a trial
+    search: str = "optuna"  # optuna (TPE, model-based) | random
+    seed: int = 0  # the search algorithm's seed: the same sweep draws the same trials
+    rank_fraction: float = 0.2  # share of lesions in the fixed hold-out that ranks every trial (never trained on)
+    drop_invalid: bool = False  # drop impossible values (logged) instead of refusing the whole space
+    start_from_profile: bool = False  # the first trial runs the profile's own values: did the search beat them?
     ms_alpha: tuple[float, ...] = (1.0, 2.0, 4.0)
     ms_beta: tuple[float, ...] = (20.0, 50.0)
     ms_base: tuple[float, ...] = (0.5, 1.0)
@@ -274,6 +286,11 @@ class TuneConfig:
             if not getattr(self, name):
                 raise ConfigError(f"tune.{name}: give at least one value")
         StudentConfig(variants=self.layers)  # the same check as student.variants
+        if self.search not in ("optuna", "random"):
+            raise ConfigError(f"tune.search: {self.search!r}; use optuna or random")
+        if not 0.0 < self.rank_fraction < 1.0:
+            raise ConfigError(f"tune.rank_fraction: {self.rank_fraction!r}; the ranking hold-out's share of lesions "
+                              "must be above 0 and below 1")
 
 
 @dataclass(frozen=True)
@@ -318,6 +335,10 @@ class PipelineConfig:
         if missing:
             raise ConfigError(f"partition.origins: {', '.join(missing)} not clustered (teacher.origins is "
                               f"{list(clustered)}); list only clustered origins")
+
+    def __post_init__(self) -> None:
+        if self.student.val_split == "holdout" and self.partition.holdout_fraction == 0:
+            raise ConfigError("student.val_split=holdout needs partition.holdout_fraction > 0")
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:

@@ -258,3 +258,18 @@ def test_partition_with_passes_every_setting(frame: pd.DataFrame) -> None:
     direct = partition_by_clusters(frame, test_clusters=0, test_share=0.3, origins=("HAM", "BCN", "MSK"),
                                    val_fraction=0.3, seed=4)
     pd.testing.assert_frame_equal(partition_with(frame, config).assignment, direct.assignment)
+
+
+def test_ranking_holdout_is_reserved_before_the_cluster_split_and_ignores_the_clusters(frame: pd.DataFrame) -> None:
+    reclustered = frame.assign(cluster=(frame["cluster"] * 7 + 3) % 16)  # another teacher's clusters
+    one = partition_by_clusters(frame, test_clusters=8, seed=0, holdout_fraction=0.2).assignment
+    two = partition_by_clusters(reclustered, test_clusters=8, seed=1, holdout_fraction=0.2).assignment
+    held = set(one.loc[one["split"] == "holdout", "image_id"])
+    assert held == set(two.loc[two["split"] == "holdout", "image_id"]) and 0.1 < len(held) / len(frame) < 0.3
+    assert one.groupby("lesion_id")["split"].nunique().max() == 1  # lesions stay whole
+    assert partition_by_clusters(frame, test_clusters=8, seed=0).assignment["split"].ne("holdout").all()
+    rest = one[one["split"] != "holdout"]
+    lesions = rest.groupby("lesion_id")["label"].first().value_counts()
+    assert (lesions.reindex(list(CLASSES), fill_value=0) >= 3).all()  # every class keeps 3 lesions outside it
+    table = partition_by_clusters(frame, test_clusters=8, seed=0, holdout_fraction=0.2).summary()
+    assert table.loc["holdout", "total"].sum() == len(held)

@@ -14,8 +14,10 @@ from mlflow import MlflowClient
 
 from conftest import MLFLOW_BUCKET, _free_port, tiny_config
 from raytasks.registry import tracking_at
-from raytasks.tracking import PARENT_TAG, TrackingError, metric_name, open_run
-from raytasks.tune import run_tune, search_space
+from raytasks.tracking import PARENT_TAG, TrackedRun, TrackingError, metric_name, open_run
+from raytasks.student import student_stage
+from raytasks.tune import run_tune, search_space, trial_config
+from raytasks.workflow import prepare, teacher_and_partition
 from skin_core.layers import all_layer_sets
 from skin_core import storage
 from skin_core.config import TuneConfig
@@ -42,20 +44,36 @@ MODEL = "sweep-student"
 def sweep_config(out: str, tracking_uri: str):
     config = tiny_config(out, tracking={"tracking_uri": tracking_uri, "experiment": "sweep-test",
                                             "registered_model": MODEL})  # the server is shared by the session
-    # layer4 is 1×1 at 32 px: that trial raises (a real bad configuration), the sweep must go on
-    tune = TuneConfig(num_samples=1, layers=("layer3", "layer4"), layers_grid=True, clusters=(8,), ms_alpha=(2.0,),
+    tune = TuneConfig(num_samples=1, layers=("layer2", "layer3"), layers_grid=True, clusters=(8,), ms_alpha=(2.0,),
                       ms_beta=(50.0,), ms_base=(1.0,), at_beta=(1000.0,), lr=(0.01,))
     return replace(config, tune=tune)
+
+
+def block_student(config, variant: str) -> None:
+    """Make one trial fail late, for real: a file where its student's stage folder goes (its teacher is trained
+    here, and the sweep reuses it)."""
+    prepared = prepare(config, TrackedRun())
+    t = config.tune
+    point = {"ms_alpha": t.ms_alpha[0], "ms_beta": t.ms_beta[0], "ms_base": t.ms_base[0],
+             "miner_epsilon": t.miner_epsilon[0], "clusters": t.clusters[0], "at_beta": t.at_beta[0],
+             "variant": variant, "lr": t.lr[0]}
+    trial = trial_config(config, point)
+    teacher, partition = teacher_and_partition(trial, prepared.preprocessed, TrackedRun())
+    folder = Path(student_stage(prepared.preprocessed, teacher, partition, trial, variant, fit=None).folder_in(trial.out))
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    folder.write_text("not a folder")
 
 
 @pytest.mark.usefixtures("ray_local")
 def test_sweep_tracks_trials_registers_the_champion_and_stores_artifacts_in_s3(
         tmp_path: Path, mlflow_server: str, s3_env: str, isic_sample: Path) -> None:
-    result = run_tune(sweep_config(str(tmp_path / "sweep"), mlflow_server))
+    config = sweep_config(str(tmp_path / "sweep"), mlflow_server)
+    block_student(config, "layer2")
+    result = run_tune(config)
     table = result.table
-    assert sorted(table["variant"]) == ["layer3", "layer4"]
+    assert sorted(table["variant"]) == ["layer2", "layer3"]
     status = dict(zip(table["variant"], table["status"]))
-    assert status["layer3"] == "ok" and status["layer4"].startswith("failed")
+    assert status["layer3"] == "ok" and status["layer2"].startswith("failed: NotADirectoryError")
     # both trials asked for the same teacher settings: one teacher was trained and shared
     assert len([d for d in (tmp_path / "sweep" / "teacher").iterdir() if d.is_dir()]) == 1
 
@@ -64,8 +82,8 @@ def test_sweep_tracks_trials_registers_the_champion_and_stores_artifacts_in_s3(
     children = client.search_runs([experiment.experiment_id], f"tags.`{PARENT_TAG}` = '{result.mlflow_run}'")
     assert {r.info.run_name for r in children if "stage" in r.data.tags} == {"preprocess"}  # the sweep's own stage
     by_variant = {r.data.params["variant"]: r for r in children if "trial_name" in r.data.tags}
-    assert set(by_variant) == {"layer3", "layer4"}
-    assert by_variant["layer4"].info.status == "FAILED" and by_variant["layer3"].info.status == "FINISHED"
+    assert set(by_variant) == {"layer2", "layer3"}
+    assert by_variant["layer2"].info.status == "FAILED" and by_variant["layer3"].info.status == "FINISHED"
     history = client.get_metric_history(by_variant["layer3"].info.run_id, "val_balanced_accuracy")
     assert len(history) >= 1
     parent_files = {a.path for a in client.list_artifacts(result.mlflow_run)}

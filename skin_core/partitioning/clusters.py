@@ -27,6 +27,11 @@ Rules, in order:
   each side.
 * **Test sets per origin**: ``test_set`` is ``HAM-test``, ``BCN-test`` or
   ``other`` on test rows and empty elsewhere.
+* **Ranking hold-out** (``holdout_fraction`` > 0, for sweeps): before any of
+  the above, that share of lesions (``lesion_holdout`` salted ``rank``; each
+  class keeps ``MIN_LESIONS_OUTSIDE + 1`` lesions) becomes split ``holdout``.
+  It depends on the lesion ids only, so every teacher's partition has the same
+  holdout rows; the rules above split the remaining lesions.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ import pandas as pd
 
 from skin_core.classes import CLASSES, ORIGINS
 from skin_core.config import PartitionConfig
+from skin_core.partitioning.holdout import RANK_SALT, lesion_classes, lesion_holdout
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +53,7 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 REQUIRED_COLUMNS: tuple[str, ...] = ("image_id", "label", "origin", "lesion_id", "cluster")
 TEST_SET_BY_ORIGIN: dict[str, str] = {"HAM": "HAM-test", "BCN": "BCN-test"}
 MIN_LESIONS_OUTSIDE = 2  # one for train, one for validation
+HOLDOUT = "holdout"  # the split of lesions reserved before the cluster split (a sweep's ranking set)
 
 
 class PartitionError(ValueError):
@@ -75,7 +82,8 @@ def partition_summary(assignment: pd.DataFrame, classes: Sequence[str] = CLASSES
 
     Every combination appears (zeros included), so tables of two runs line up; ``to_csv`` keeps both index levels.
     """
-    index = pd.MultiIndex.from_product([SPLITS, list(classes)], names=["split", "class"])
+    splits = SPLITS + ((HOLDOUT,) if (assignment["split"] == HOLDOUT).any() else ())
+    index = pd.MultiIndex.from_product([splits, list(classes)], names=["split", "class"])
     counts = assignment.groupby(["split", "label", "origin"]).size().unstack("origin", fill_value=0)
     counts.index = counts.index.set_names(["split", "class"])
     origins = list(ORIGINS) + sorted(set(counts.columns) - set(ORIGINS))
@@ -86,15 +94,20 @@ def partition_summary(assignment: pd.DataFrame, classes: Sequence[str] = CLASSES
 
 def partition_by_clusters(frame: pd.DataFrame, *, test_clusters: int = 8, test_cluster_ids: Sequence[int] = (),
                           test_share: float = 0.0, origins: Sequence[str] = (), val_fraction: float = 0.2,
-                          seed: int = 0, classes: Sequence[str] = CLASSES, max_draws: int = 1000) -> Partition:
+                          seed: int = 0, classes: Sequence[str] = CLASSES, max_draws: int = 1000,
+                          holdout_fraction: float = 0.0) -> Partition:
     """Hold out whole clusters as test (see the module's rules) and split the rest into train/val by class.
 
     Deterministic for ``seed``.  Raises ``PartitionError`` naming the classes that
     cannot reach both train and validation for any tried choice of test clusters.
+    ``holdout_fraction`` > 0 first reserves the ranking hold-out (module docstring).
     """
     check_inputs(frame, test_clusters, test_cluster_ids, test_share, val_fraction, classes)
     frame = of_origins(frame, origins)
-    lesions = lesion_table(frame)
+    reserved = ranking_holdout(frame, holdout_fraction)
+    rest = frame[~reserved]
+    check_inputs(rest, test_clusters, test_cluster_ids, test_share, val_fraction, classes)
+    lesions = lesion_table(rest)
     rng = np.random.default_rng(seed)
     cover = ClusterCover(lesions, classes)
     if test_cluster_ids:
@@ -103,11 +116,12 @@ def partition_by_clusters(frame: pd.DataFrame, *, test_clusters: int = 8, test_c
         chosen = aim_at_share(cover, test_clusters, test_share, rng, max_draws)
     else:
         chosen = draw_test_clusters(cover, test_clusters, rng, max_draws)
-    lesions["split"] = assign_lesions(lesions, chosen, val_fraction, classes, rng)
-    assignment = build_assignment(frame, lesions)
-    logger.info("partition seed %d: test clusters %s (%.3f of the images); images train %d, val %d, test %d", seed,
-                list(chosen), float((assignment["split"] == "test").mean()),
-                *(int((assignment["split"] == s).sum()) for s in SPLITS))
+    split = assign_lesions(lesions, chosen, val_fraction, classes, rng)
+    held = pd.Series(HOLDOUT, index=pd.Index(frame.loc[reserved, "lesion_id"].unique()), dtype=object)
+    assignment = build_assignment(frame, pd.concat([split, held]))
+    logger.info("partition seed %d: test clusters %s (%.3f of the images); images train %d, val %d, test %d, "
+                "holdout %d", seed, list(chosen), float((assignment["split"] == "test").mean()),
+                *(int((assignment["split"] == s).sum()) for s in (*SPLITS, HOLDOUT)))
     return Partition(assignment=assignment, test_clusters=chosen, seed=seed)
 
 
@@ -115,7 +129,8 @@ def partition_with(frame: pd.DataFrame, config: PartitionConfig) -> Partition:
     """:func:`partition_by_clusters` with every setting of ``config`` (the pipeline's one call)."""
     return partition_by_clusters(frame, test_clusters=config.test_clusters, test_cluster_ids=config.test_cluster_ids,
                                  test_share=config.test_share, origins=config.origins,
-                                 val_fraction=config.val_fraction, seed=config.seed)
+                                 val_fraction=config.val_fraction, seed=config.seed,
+                                 holdout_fraction=config.holdout_fraction)
 
 
 def check_inputs(frame: pd.DataFrame, test_clusters: int, test_cluster_ids: Sequence[int], test_share: float,
@@ -162,12 +177,19 @@ def of_origins(frame: pd.DataFrame, origins: Sequence[str]) -> pd.DataFrame:
     return kept
 
 
+def ranking_holdout(frame: pd.DataFrame, fraction: float) -> np.ndarray:
+    """Rows of the lesions reserved as the ranking hold-out (none when ``fraction`` is 0)."""
+    if fraction == 0:
+        return np.zeros(len(frame), dtype=bool)
+    return lesion_holdout(frame["lesion_id"], fraction, RANK_SALT, labels=frame["label"].tolist(),
+                          keep=MIN_LESIONS_OUTSIDE + 1)
+
+
 def lesion_table(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per lesion: majority label, image count and the set of clusters its images fall in."""
     grouped = frame.groupby("lesion_id", sort=True)
     lesions = pd.DataFrame({
-        # mode() sorts ties alphabetically, so a mixed-label lesion gets a deterministic class
-        "label": grouped["label"].agg(lambda s: s.mode().iloc[0]),
+        "label": lesion_classes(frame["lesion_id"], frame["label"]),
         "images": grouped.size(),
         "clusters": grouped["cluster"].agg(lambda s: frozenset(int(c) for c in s)),
     })
@@ -315,10 +337,10 @@ def val_lesions(images: pd.Series, val_fraction: float, rng: np.random.Generator
     return list(order[:k])
 
 
-def build_assignment(frame: pd.DataFrame, lesions: pd.DataFrame) -> pd.DataFrame:
-    """Per-image table in the frame's order: the lesion's split and the per-origin test set name."""
+def build_assignment(frame: pd.DataFrame, split: pd.Series) -> pd.DataFrame:
+    """Per-image table in the frame's order: the lesion's split (``split`` by lesion id) and the test set name."""
     out = frame[["image_id", "lesion_id", "label", "origin", "cluster"]].reset_index(drop=True).copy()
-    out["split"] = out["lesion_id"].map(lesions["split"])
+    out["split"] = out["lesion_id"].map(split)
     test_set = out["origin"].map(TEST_SET_BY_ORIGIN).fillna("other")
     out["test_set"] = test_set.where(out["split"] == "test", "")
     return out
