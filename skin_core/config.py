@@ -335,8 +335,6 @@ class PipelineConfig:
         if missing:
             raise ConfigError(f"partition.origins: {', '.join(missing)} not clustered (teacher.origins is "
                               f"{list(clustered)}); list only clustered origins")
-
-    def __post_init__(self) -> None:
         if self.student.val_split == "holdout" and self.partition.holdout_fraction == 0:
             raise ConfigError("student.val_split=holdout needs partition.holdout_fraction > 0")
 

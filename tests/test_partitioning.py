@@ -251,12 +251,13 @@ def test_bad_choice_arguments_raise(frame: pd.DataFrame, kwargs: dict, message: 
 
 def test_partition_with_passes_every_setting(frame: pd.DataFrame) -> None:
     config = PartitionConfig(test_clusters=0, test_share=0.3, origins=("HAM", "BCN", "MSK"), val_fraction=0.3,
-                             seed=4)
+                             seed=4, holdout_fraction=0.1)
     # a new PartitionConfig field must be passed on too
     assert {f.name for f in dataclasses.fields(PartitionConfig)} == {
-        "test_clusters", "test_cluster_ids", "test_share", "origins", "val_fraction", "seed"}
+        "test_clusters", "test_cluster_ids", "test_share", "origins", "val_fraction", "seed", "holdout_fraction"}
     direct = partition_by_clusters(frame, test_clusters=0, test_share=0.3, origins=("HAM", "BCN", "MSK"),
-                                   val_fraction=0.3, seed=4)
+                                   val_fraction=0.3, seed=4, holdout_fraction=0.1)
+    assert (direct.assignment["split"] == "holdout").any()
     pd.testing.assert_frame_equal(partition_with(frame, config).assignment, direct.assignment)
 
 
