@@ -27,6 +27,7 @@ demo: install
 test: install
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
+# Every benchmark at small sizes, one table (a few minutes on 2 cores); README "Benchmarks" has the full sizes.
 benchmark: install
 	$(PY) jobs/benchmark.py --quick
 

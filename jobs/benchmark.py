@@ -3,9 +3,11 @@
 Runs jobs/benchmarks/{preprocess,kmeans,teacher,student}.py through their ``measure``
 functions, with each one's own defaults or, with ``--quick``, small sizes (about
 five minutes on 2 CPU cores).  Preprocessing reads the real ISIC sample in
-../shared where it is present, else a synthetic set made for the run.  ``--gpu``
-trains the teacher and student on every visible GPU (one Ray worker each, AMP)
-and adds the student's images/s per GPU.
+../shared where it is present, else a synthetic set made for the run.  The
+teacher and student each compare the old and the new worker settings with a
+plain loop (``benchmarks/fits.py``).  ``--gpu`` trains them on every visible GPU
+(the auto plan: one Ray worker each, AMP); ``jobs/benchmarks/gpu.sh`` is the
+GPU machine's own check.
 
     python jobs/benchmark.py --quick [--gpu] [--only preprocess --only kmeans]
 """
@@ -61,7 +63,7 @@ def benchmark_args(name: str, options: argparse.Namespace, data: str) -> argpars
     if name == "preprocess":
         argv += ["--data", data]
     if options.gpu and name in ("teacher", "student"):
-        argv += ["--gpu", "--workers", str(torch.cuda.device_count())]
+        argv += ["--gpu", "--settings", "new"]
     return MODULES[name].parser().parse_args(argv)
 
 

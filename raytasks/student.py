@@ -169,9 +169,10 @@ def _train_variant(spec: StudentSpec, train: InMemorySplit, val: InMemorySplit, 
                             amp=spec.amp, augment=spec.augment)
         lr = optimizer.param_groups[0]["lr"]
         train_s = time.perf_counter() - start
+        validation = _validate(model, val, device, spec.amp)
         metrics = {"variant": spec.variant, "epoch": epoch, "attempt_first_epoch": first, "lr": lr, **stats,
-                   "train_s": train_s, "images_per_s": steps * spec.batch_size * world / train_s,
-                   **_validate(model, val, device, spec.amp)}
+                   "train_s": train_s, "val_s": time.perf_counter() - start - train_s, "world_size": world,
+                   "images_per_s": steps * spec.batch_size * world / train_s, **validation}
         if best_state is None or metrics[f"val_{s.select_metric}"] > best:
             best, best_state = metrics[f"val_{s.select_metric}"], copy.deepcopy(unwrap(model).state_dict())
         history = [*history, metrics]

@@ -20,8 +20,11 @@ import time
 import cv2
 import ray
 
-from raytasks.preprocess import _preprocess_block, _whole_cluster_for_one_operator, preprocess_manifest
+from raytasks.preprocess import _whole_cluster_for_one_operator, preprocess_stage
 from raytasks.runtime import init_ray
+from raytasks.stages import run_stage
+from raytasks.tracking import TrackedRun
+from raytasks.udfs import preprocess_block
 from skin_core.config import PreprocessConfig
 from skin_core.data.isic import Manifest, load_isic
 from skin_core.preprocessing.records import preprocess_frame
@@ -57,7 +60,7 @@ def time_map_only(manifest: Manifest, config: PreprocessConfig) -> float:
     start = time.perf_counter()
     with _whole_cluster_for_one_operator():
         ray.data.from_pandas(manifest.frame, override_num_blocks=math.ceil(len(manifest) / config.batch_size)) \
-            .map_batches(_preprocess_block, fn_kwargs={"config": config}, batch_format="pandas",
+            .map_batches(preprocess_block, fn_kwargs={"config": config}, batch_format="pandas",
                          batch_size=config.batch_size, num_cpus=1).materialize()
     return time.perf_counter() - start
 
@@ -65,7 +68,7 @@ def time_map_only(manifest: Manifest, config: PreprocessConfig) -> float:
 def time_ray(manifest: Manifest, config: PreprocessConfig) -> float:
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
-        preprocess_manifest(manifest, out, config)
+        run_stage(preprocess_stage(manifest, config), out, TrackedRun())
         return time.perf_counter() - start
 
 

@@ -1,16 +1,21 @@
-"""Benchmark: the student's training throughput on Ray Train against a plain PyTorch loop.
+"""Benchmark: the student's Ray Train fit against a plain PyTorch loop, at the old and the new worker settings.
 
-Runs the real stages on a synthetic set (a 1-epoch teacher, the partition, then
-``run_student``).  Two Ray figures: the in-loop throughput (train images ×
-epochs / the ``train_s`` each epoch records: DDP steps fed by Ray Data) and the
-whole fit's wall time (adds Ray Train start-up, per-epoch validation,
-checkpoints and publishing).  The plain loop trains the same model and
-objective with ``train_epoch`` in one process on the same train images (decoded
-once, untimed), at the same global batch (Ray's is per worker × workers) and
-with as many torch threads as the Ray workers have in total.  With ``--gpu``
-(one GPU per worker, AMP) Ray's in-loop images/s per GPU is reported too.
+One run prepares a synthetic set through the pipeline's own stages (``raytasks.workflow``: preprocessing,
+a 1-epoch teacher, the partition), then trains the same variants on the same train and validation images,
+with the same model, objective, augmentation, seed and global batch, three ways:
 
-    python jobs/benchmarks/student.py --n 600 --size 64 --epochs 2
+- the plain loop (the baseline): this process reads and decodes the two splits once, then runs each
+  epoch's ``train_epoch`` and validation pass with as many torch threads as the Ray workers have together;
+- ``train_students`` at each setting of ``fits.SETTINGS`` (old: 2 workers × 0.5 CPU, DDP; new: auto).
+
+Per setting: the Ray Train loop's images/s (images trained / Σ the ``train_s`` each epoch records) and the
+whole fit's (images trained / the stages' wall time, which adds start-up, loading and decoding,
+validation, checkpoints and publishing), each as a ratio to the plain loop's (images / Σ train seconds;
+images / read + decode + train + validate); the fixed cost (wall − Σ per-epoch ``train_s + val_s``); and a
+no-op TorchTrainer fit on the same workers (Ray Train's floor).  All pending variants train in one fit,
+so ``--variants baseline layer3+layer4`` shows the fixed cost paid once for two.
+
+    python jobs/benchmarks/student.py --n 2000 --size 64 --epochs 3
 """
 
 from __future__ import annotations
@@ -19,163 +24,170 @@ import argparse
 import logging
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
-from typing import NamedTuple
 
-import ray
+import pandas as pd
 import torch
 
-from raytasks.partition import PartitionResult, run_partition
-from raytasks.preprocess import run_preprocess
-from raytasks.runtime import init_ray
-from raytasks.student import BASELINE, HISTORY, run_student, split_dataset, variant_layers
-from raytasks.teacher import WEIGHTS, TeacherResult, run_teacher
-from skin_core import storage
+from raytasks import workflow
+from raytasks.partition import splits
+from raytasks.preprocess import read_table
+from raytasks.runtime import init_ray, worker_plan
+from raytasks.stages import StageOutput
+from raytasks.student import HISTORY, train_students
+from raytasks.teacher import WEIGHTS
+from raytasks.tracking import TrackedRun
+from raytasks.worker import InMemorySplit
+from skin_core.classes import CLASSES
 from skin_core.config import PipelineConfig, from_dict
+from skin_core.layers import LayerSet
 from skin_core.losses.attention_transfer import StudentObjective
-from skin_core.models import Backbone
-from skin_core.models.classifier import Classifier
-from skin_core.synth import generate_dataset
-from skin_core.training.student import freeze, train_epoch
+from skin_core.metrics.classification import classification_report
+from skin_core.models import create_model
+from skin_core.preprocessing.pipeline import decode_pngs
+from skin_core.training.student import freeze, predict_probs, train_epoch
 
 if __package__:  # imported as benchmarks.student by jobs/benchmark.py
-    from .table import print_rows, row
+    from .fits import (GOALS, SETTINGS, FitTimes, PlainTimes, fit_rows, machine_load, noop_fit_s, plain_rows,
+                        total_threads, with_resources)
+    from .table import print_rows
 else:  # run as a script
-    from table import print_rows, row
+    from fits import (GOALS, SETTINGS, FitTimes, PlainTimes, fit_rows, machine_load, noop_fit_s, plain_rows,
+                       total_threads, with_resources)
+    from table import print_rows
 
 NAME = "student"
 
 
-def pipeline_config(root: Path, args: argparse.Namespace) -> PipelineConfig:
-    return from_dict(PipelineConfig, {
-        "out": str(root), "preprocess": {"size": args.size}, "model": {"arch": "resnet18", "embedding_dim": 64},
-        "teacher": {"epochs": 1, "clusters": 16, "pca_dim": 64, "batch_size": args.batch_size},
-        "student": {"epochs": args.epochs, "batch_size": args.batch_size},
-        "resources": {"num_workers": args.workers, "cpus_per_worker": args.cpus_per_worker,
-                      "use_gpu": args.gpu, "data_cpus": 1.0}})
-
-
-@ray.remote
-def _threads() -> int:
-    return torch.get_num_threads()
-
-
-def worker_threads(cpus: float) -> int:
-    """torch threads a Ray worker with ``cpus`` CPUs gets (Ray sets OMP_NUM_THREADS from its CPUs)."""
-    return ray.get(_threads.options(num_cpus=cpus).remote())
-
-
-def load_train(preprocessed: str, ids: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    batch = split_dataset(preprocessed, ids).select_columns(["pixels", "label_idx"]).take_batch(len(ids))
-    return torch.tensor(batch["pixels"]), torch.tensor(batch["label_idx"])  # copies: Ray's arrays are read-only
-
-
-def shuffled(pixels: torch.Tensor, labels: torch.Tensor, batch_size: int, generator: torch.Generator):
-    order = torch.randperm(len(labels), generator=generator)
-    for start in range(0, len(order), batch_size):
-        index = order[start:start + batch_size]
-        yield pixels[index], labels[index]
-
-
-def time_plain(pixels, labels, config: PipelineConfig, variant: str, teacher_weights: str) -> float:
-    """Seconds for ``student.epochs`` epochs of ``train_epoch`` in this process."""
-    torch.manual_seed(config.seed)
-    device = torch.device("cuda" if config.resources.use_gpu else "cpu")
-    layers, s = variant_layers(variant), config.student
-    model = Classifier(config.model.arch, config.model.weights, layers=layers).to(device)
-    teacher = None if variant == BASELINE else freeze(Backbone(
-        config.model.arch, config.model.embedding_dim, weights=teacher_weights, layers=layers)).to(device)
-    objective = StudentObjective(layers, beta=0.0 if variant == BASELINE else s.at_beta)
-    optimizer = torch.optim.SGD(model.parameters(), lr=s.lr, momentum=0.9, weight_decay=1e-4)
-    generator = torch.Generator().manual_seed(config.seed)
-    start = time.perf_counter()
-    for _ in range(s.epochs):
-        train_epoch(model, shuffled(pixels, labels, s.batch_size, generator), objective, optimizer, device,
-                    teacher=teacher, generator=generator, amp=config.resources.use_gpu)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
-
-
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--n", type=int, default=600)
-    p.add_argument("--size", type=int, default=64)
-    p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--variant", default=BASELINE, help="baseline or layers such as layer3+layer4")
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--cpus-per-worker", type=float, default=0.5)
-    p.add_argument("--gpu", action="store_true")
+    p.add_argument("--n", type=int, default=2000, help="synthetic images (before the partition holds some out)")
+    p.add_argument("--size", type=int, default=64, help="preprocessed image size (the real-data profile's: 64)")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=64, help="global batch, split over the workers")
+    p.add_argument("--variants", nargs="+", default=["baseline"], help="e.g. baseline layer3+layer4")
+    p.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
+    p.add_argument("--test-clusters", type=int, default=4, help="of 16 teacher clusters, held out as test")
+    p.add_argument("--gpu", action="store_true", help="one worker per GPU, AMP (use --settings new)")
     return p
 
 
-class Timings(NamedTuple):
-    train_images: int
-    threads: int  # torch threads of the plain loop: those of all Ray workers together
-    loop_s: float  # Ray Train's in-loop seconds (the train_s each epoch records)
-    ray_s: float  # run_student's wall time
-    plain_s: float
+def pipeline_config(root: Path, args: argparse.Namespace) -> PipelineConfig:
+    return from_dict(PipelineConfig, {
+        "profile": "benchmark", "out": str(root),
+        "data": {"synthetic_n": args.n, "synthetic_size": max(2 * args.size, 64)},
+        "preprocess": {"size": args.size}, "model": {"arch": "resnet18", "embedding_dim": 64},
+        "teacher": {"epochs": 1, "clusters": 16, "pca_dim": 32, "batch_size": args.batch_size},
+        "partition": {"test_clusters": args.test_clusters},
+        "student": {"epochs": args.epochs, "batch_size": args.batch_size, "variants": args.variants},
+        "resources": {"num_workers": 0, "use_gpu": args.gpu}, "tracking": {"enabled": False}})
 
 
-def prepare(root: Path, config: PipelineConfig, n: int) -> tuple[TeacherResult, PartitionResult]:
-    """A synthetic set of ``n`` images under ``root``, preprocessed, with its teacher and partition."""
-    generate_dataset(root / "data", n=n, size=max(config.preprocess.size, 64), seed=0)
-    run_preprocess(str(root / "data"), str(root / "pre"), config.preprocess)
-    teacher = run_teacher(str(root / "pre"), str(root / "teacher"), config)
-    return teacher, run_partition(str(root / "teacher"), str(root / "partition"), config.partition)
-
-
-def time_ray(root: Path, config: PipelineConfig, partition: PartitionResult, variant: str) -> tuple[float, float]:
-    """Ray Train's in-loop seconds and ``run_student``'s wall time."""
+def load_splits(preprocessed: StageOutput, partition: StageOutput) -> tuple[InMemorySplit, InMemorySplit, float]:
+    """The train and validation images decoded into memory, and the seconds that took."""
+    table = splits(partition)
     start = time.perf_counter()
-    student = run_student(str(root / "pre"), str(root / "teacher"), partition, str(root / "student"), config, variant)
-    ray_s = time.perf_counter() - start
-    return storage.read_csv(storage.join(student.folder, HISTORY))["train_s"].sum(), ray_s
+    frame = read_table(preprocessed, columns=["image_id", "image", "label_idx"],
+                       image_ids=table.loc[table["split"].isin(["train", "val"]), "image_id"].tolist())
+    data = {"pixels": decode_pngs(list(frame["image"])), "label_idx": frame["label_idx"].to_numpy()}
+    is_val = frame["image_id"].isin(table.loc[table["split"] == "val", "image_id"]).to_numpy()
+    return InMemorySplit.of(data, ~is_val), InMemorySplit.of(data, is_val), time.perf_counter() - start
 
 
-def run(args: argparse.Namespace) -> Timings:
+def plain_variant(config: PipelineConfig, variant: str, train: InMemorySplit, val: InMemorySplit,
+                  teacher_weights: str) -> pd.DataFrame:
+    """One variant in this process: per epoch, the images trained and the training and validation seconds."""
+    s, layers = config.student, LayerSet.parse(variant)
+    device = torch.device("cuda" if config.resources.use_gpu else "cpu")
+    torch.manual_seed(config.seed)
+    model = create_model(config.model, head="classifier", layers=layers.layers).to(device)
+    teacher = None if layers.is_baseline else freeze(
+        create_model(config.model, head="embedding", layers=layers.layers, weights=teacher_weights)).to(device)
+    objective = StudentObjective(layers.layers, beta=0.0 if layers.is_baseline else s.at_beta)
+    optimizer = torch.optim.SGD(model.parameters(), lr=s.lr, momentum=0.9, weight_decay=1e-4)
+    steps = max(1, len(train) // s.batch_size)
+    epochs = []
+    for epoch in range(s.epochs):
+        generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+        start = time.perf_counter()
+        train_epoch(model, train.batches(s.batch_size, steps, generator), objective, optimizer, device,
+                    teacher=teacher, generator=generator, amp=config.resources.use_gpu, augment=config.augment)
+        trained = time.perf_counter()
+        probs = predict_probs(model, val.pixels, device, batch_size=128, amp=config.resources.use_gpu)
+        classification_report(val.labels.numpy(), probs.reshape(len(val), len(CLASSES)))
+        epochs.append({"images": steps * s.batch_size, "train_s": trained - start,
+                       "val_s": time.perf_counter() - trained})
+    return pd.DataFrame(epochs)
+
+
+def time_plain(config: PipelineConfig, preprocessed: StageOutput, teacher: StageOutput, partition: StageOutput,
+               threads: int) -> PlainTimes:
+    """Every variant in this process with ``threads`` torch threads, from reading the shards on."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        train, val, load_s = load_splits(preprocessed, partition)
+        epochs = pd.concat([plain_variant(config, v, train, val, teacher.file(WEIGHTS))
+                            for v in config.student.variants])
+    finally:
+        torch.set_num_threads(previous)
+    return PlainTimes(images=float(epochs["images"].sum()), loop_s=float(epochs["train_s"].sum()),
+                      whole_s=load_s + float((epochs["train_s"] + epochs["val_s"]).sum()), threads=threads,
+                      best=float((epochs["images"] / epochs["train_s"]).max()))
+
+
+def time_fit(config: PipelineConfig, preprocessed: StageOutput, teacher: StageOutput, partition: StageOutput,
+             folder: Path) -> FitTimes:
+    """``train_students`` (every variant in one fit) into fresh folders; its histories' and wall seconds."""
+    plan, floor_s = worker_plan(config.resources), noop_fit_s(config)
+    variants = config.student.variants
+    start = time.perf_counter()
+    outputs = train_students(preprocessed, teacher, partition, config, variants, TrackedRun(),
+                             folders=[str(folder / LayerSet.parse(v).name) for v in variants])
+    wall_s = time.perf_counter() - start
+    history = pd.concat([output.read_csv(HISTORY) for output in outputs])
+    return FitTimes(images=float((history["images_per_s"] * history["train_s"]).sum()),
+                    loop_s=float(history["train_s"].sum()),
+                    compute_s=float((history["train_s"] + history["val_s"]).sum()), wall_s=wall_s, floor_s=floor_s,
+                    workers=plan.num_workers, threads=plan.threads, best=float(history["images_per_s"].max()))
+
+
+def run(args: argparse.Namespace) -> tuple[list[dict], str]:
+    """The table's rows and a one-line description of what was measured."""
     init_ray()
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
         config = pipeline_config(root, args)
-        teacher, partition = prepare(root, config, args.n)
-        loop_s, ray_s = time_ray(root, config, partition, args.variant)
-        splits = partition.table()
-        pixels, labels = load_train(str(root / "pre"), splits.loc[splits["split"] == "train", "image_id"].tolist())
-        threads = args.workers * worker_threads(args.cpus_per_worker)
-        torch.set_num_threads(threads)
-        plain = replace(config, student=replace(config.student, batch_size=args.batch_size * args.workers))
-        plain_s = time_plain(pixels, labels, plain, args.variant, teacher.uri(WEIGHTS))
-    return Timings(len(labels), threads, loop_s, ray_s, plain_s)
-
-
-def rows(args: argparse.Namespace, t: Timings) -> list[dict]:
-    """Images/s of each mode as ratios to the plain loop's; with ``--gpu`` also Ray's per GPU."""
-    images, device = t.train_images * args.epochs, "GPU + AMP" if args.gpu else "CPU"
-    modes = [(f"ray train loop ({args.workers} workers)", t.loop_s),
-             ("ray train fit wall (+ start-up, validation, checkpoints, publishing)", t.ray_s),
-             ("plain loop (1 process, baseline)", t.plain_s)]
-    out = [row(NAME, f"{mode}, {device}", images / s, "images/s", images / t.plain_s) for mode, s in modes]
-    if args.gpu:  # one GPU per worker
-        out.append(row(NAME, "ray train loop per GPU, AMP", images / t.loop_s / args.workers, "images/s/GPU",
-                       images / t.plain_s))
-    return out
+        tracker = TrackedRun()
+        prepared = workflow.prepare(config, tracker)
+        teacher, partition = workflow.teacher_and_partition(config, prepared.preprocessed, tracker)
+        plains: dict[int, PlainTimes] = {}
+        rows = []
+        for setting in args.settings:
+            at = with_resources(config, setting, args.gpu)
+            threads = total_threads(at)
+            if threads not in plains:  # one plain loop per thread count the settings use
+                plains[threads] = time_plain(at, prepared.preprocessed, teacher, partition, threads)
+                rows += plain_rows(NAME, plains[threads])
+            fit = time_fit(at, prepared.preprocessed, teacher, partition, root / f"students-{setting}")
+            rows += fit_rows(NAME, setting, fit, plains[threads])
+        p = partition.summary
+    about = (f"student {' '.join(args.variants)}: {args.n} synthetic images at {args.size} px ({p.train} train, "
+             f"{p.val} val), resnet18, global batch {args.batch_size}, {args.epochs} epochs, "
+             f"{'GPU + AMP' if args.gpu else 'CPU'}; {machine_load()} at the end")
+    return rows, about
 
 
 def measure(args: argparse.Namespace) -> list[dict]:
-    return rows(args, run(args))
+    return run(args)[0]
 
 
 def main() -> None:
     args = parser().parse_args()
     logging.basicConfig(level=logging.WARNING)
-    t = run(args)
-    print(f"\nstudent {args.variant}: {args.n} images at {args.size} px ({t.train_images} train), resnet18, "
-          f"global batch {args.batch_size * args.workers}, {args.epochs} epochs; torch threads: plain {t.threads}, "
-          f"Ray {args.workers} workers × {t.threads // args.workers}")
-    print_rows(rows(args, t))
+    rows, about = run(args)
+    print(f"\n{about}\n{GOALS}")
+    print_rows(rows)
 
 
 if __name__ == "__main__":
