@@ -11,7 +11,8 @@ anything useful.  Rank 0 reports a checkpoint each epoch; a restarted worker
 group (``FailureConfig.max_failures``) or a re-submitted driver (same ``name``
 and ``storage_path``) resumes from the latest one.  The published outputs are
 the teacher weights, the cluster assignment table, the per-epoch history and
-the cluster montage.
+the cluster montage with its numbers (``cluster_montage.csv``: which image is
+shown in which cluster's row, at which rank and centroid distance).
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ from skin_core.training.teacher import ClusterRound, cluster_globally, extract_f
 logger = logging.getLogger(__name__)
 
 WEIGHTS, ASSIGNMENTS, HISTORY, MONTAGE = "teacher.pt", "assignments.csv", "history.csv", "cluster_montage.png"
+MONTAGE_TABLE = "cluster_montage.csv"  # the montage's numbers: which image sits where
+MONTAGE_PER_ROW = 12
 
 
 @dataclass(frozen=True)
@@ -188,11 +191,18 @@ def _assignment_table(preprocessed: StageOutput, clusters: dict) -> pd.DataFrame
     return table.merge(labels, on="image_id", how="left")
 
 
-def _montage(preprocessed: StageOutput, table: pd.DataFrame, per_row: int = 12) -> bytes:
-    """Thumbnails of the images nearest each centroid: what every cluster gathered (PNG bytes)."""
-    chosen = table.sort_values("distance").groupby("cluster").head(per_row)
-    pixels = read_table(preprocessed, columns=["image_id", "image"], image_ids=chosen["image_id"].tolist())
-    chosen = chosen.merge(pixels, on="image_id")
+def montage_members(table: pd.DataFrame, per_row: int = MONTAGE_PER_ROW) -> pd.DataFrame:
+    """The images the montage shows: each cluster's ``per_row`` nearest its centroid, ``rank`` 0 the nearest."""
+    chosen = table.sort_values(["cluster", "distance"], kind="stable").groupby("cluster").head(per_row)
+    chosen = chosen.assign(rank=chosen.groupby("cluster").cumcount())
+    return chosen[["image_id", "cluster", "rank", "distance", "label"]].reset_index(drop=True)
+
+
+def _montage(preprocessed: StageOutput, members: pd.DataFrame, table: pd.DataFrame,
+             per_row: int = MONTAGE_PER_ROW) -> bytes:
+    """Thumbnails of ``members`` (``montage_members``): what every cluster gathered (PNG bytes)."""
+    pixels = read_table(preprocessed, columns=["image_id", "image"], image_ids=members["image_id"].tolist())
+    chosen = members.merge(pixels, on="image_id")
     with tempfile.TemporaryDirectory() as scratch:
         path = Path(scratch) / MONTAGE
         cluster_montage(list(decode_pngs(list(chosen["image"]))), chosen["cluster"].to_numpy(),
@@ -225,7 +235,9 @@ def _write_outputs(result: ray.train.Result, preprocessed: StageOutput, context:
     context.write_bytes(WEIGHTS, weights)  # the backbone's state dict, saved by report_epoch
     context.write_csv(ASSIGNMENTS, table)
     context.write_csv(HISTORY, pd.DataFrame(history))
-    context.write_bytes(MONTAGE, _montage(preprocessed, table))
+    members = montage_members(table)
+    context.write_csv(MONTAGE_TABLE, members)
+    context.write_bytes(MONTAGE, _montage(preprocessed, members, table))
     return summarize(history, table)
 
 

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from dataclasses import replace
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 
@@ -36,12 +39,95 @@ def isic_sample(shared_data: Path) -> Path:
     return shared_data / "isic2019" / "sample"
 
 
+@pytest.fixture(scope="session")
+def sample_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Images in the challenge layout for tests that need a few: the real sample where ``../shared`` is,
+    else a small synthetic set (a user's clone keeps these tests instead of skipping them)."""
+    if (SHARED_DATA / "isic2019" / "sample").is_dir():
+        return SHARED_DATA / "isic2019" / "sample"
+    from skin_core.synth import generate_dataset
+
+    folder = tmp_path_factory.mktemp("sample") / "synthetic"
+    generate_dataset(folder, n=40, size=96, seed=7)
+    return folder
+
+
+# Tests that use these start Ray or a server: ``-m "not slow"`` leaves them out of the fast inner loop.
+SERVICE_FIXTURES = frozenset({"ray_local", "s3_server", "mlflow_server", "ray_head"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``slow`` every test that reaches a service fixture, directly or through another fixture."""
+    for item in items:
+        if SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 def tiny_config(out: str, variants: tuple[str, ...] = ("baseline", "layer3"),
                 tracking: dict | None = None) -> PipelineConfig:
     """The ``smoke`` profile (every stage, a minute or two on 2 cores) writing to ``out``."""
     config = load_config(REPO_ROOT / "jobs" / "configs" / "smoke.yaml", [f"out={out}"])
     return replace(config, student=replace(config.student, variants=tuple(variants)),
                    tracking=replace(config.tracking, **(tracking or {})))
+
+
+@pytest.fixture(scope="session")
+def tiny_run(ray_local: None, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - a PipelineResult
+    """One tiny pipeline run (the smoke profile: baseline and AT layer3), shared by every test that reads one."""
+    from raytasks.pipeline import run_pipeline
+
+    return run_pipeline(tiny_config(str(tmp_path_factory.mktemp("tiny") / "run")))
+
+
+def _registered_state(checkpoints: Path, accept: Callable[[dict], bool]) -> bool:
+    """Whether Ray Train's manager has recorded (not merely begun to write) a checkpoint whose state is accepted."""
+    for snapshot in checkpoints.rglob("checkpoint_manager_snapshot.json"):
+        recorded = snapshot.read_text()
+        for state in checkpoints.rglob("checkpoint_*/state.json"):
+            try:
+                if state.parent.name in recorded and accept(json.loads(state.read_text())):
+                    return True
+            except (OSError, ValueError):  # being written or already rotated away
+                continue
+    return False
+
+
+def _our_train_workers() -> list:
+    """The Ray Train worker processes of this test session's Ray (never another user's on a shared machine)."""
+    import psutil
+
+    found = []
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if "RayTrainWorker" in " ".join(proc.cmdline()):
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
+def _kill_after(checkpoints: Path, accept: Callable[[dict], bool], done: threading.Event, killed: list) -> None:
+    while not done.is_set():
+        if _registered_state(checkpoints, accept) and (workers := _our_train_workers()):
+            os.kill(workers[-1].pid, signal.SIGKILL)
+            killed.append(workers[-1].pid)
+            return
+        time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def killing_a_train_worker(checkpoints: Path, accept: Callable[[dict], bool] = lambda state: True
+                           ) -> Iterator[list[int]]:
+    """SIGKILL one Ray Train worker of this session once a checkpoint under ``checkpoints`` whose ``state.json``
+    ``accept`` approves is recorded; yields the killed pids (empty when the run ended first)."""
+    done, killed = threading.Event(), []
+    watcher = threading.Thread(target=_kill_after, args=(checkpoints, accept, done, killed), daemon=True)
+    watcher.start()
+    try:
+        yield killed
+    finally:
+        done.set()
+        watcher.join(timeout=10)
 
 
 def _free_port() -> int:

@@ -12,18 +12,24 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from sklearn.metrics import normalized_mutual_info_score, precision_recall_curve
+
 from raytasks.attention import DISTANCE, FOCUS, SCORES, distance_table, focus_table, panel_list
-from raytasks.evaluation import comparison
-from raytasks.partition import splits
+from raytasks.evaluation import comparison, predictions
+from raytasks.partition import PartitionSummary, splits
 from raytasks.pipeline import PipelineResult, run_pipeline
+from raytasks.stages import load_output
 from raytasks.student import HISTORY
+from raytasks.teacher import ASSIGNMENTS
 from conftest import MLFLOW_BUCKET, tiny_config
 from mlflow import MlflowClient
 from skin_cli.main import main
 from skin_core import storage
 from skin_core.classes import CLASSES
 from skin_core.attention.scores import UNIFORM
+from skin_core.clustering.factors import FACTORS
 from skin_core.data.isic import load_isic
+from skin_core.inference import predict_uris
 from skin_core.layers import LAYERS
 from skin_core.models.bundle import load_bundle
 from skin_core.publish import require_publication
@@ -57,18 +63,17 @@ def test_bad_synth_arguments_are_one_clear_line(tmp_path: Path) -> None:
     assert result.returncode == 2 and "Traceback" not in result.stderr and "skin synth: error" in result.stderr
 
 
-@pytest.fixture(scope="module")
-def tiny_run(ray_local: None, tmp_path_factory: pytest.TempPathFactory) -> PipelineResult:
-    """One tiny pipeline run (baseline and AT layer3), shared by the tests below."""
-    return run_pipeline(tiny_config(str(tmp_path_factory.mktemp("tiny") / "run")))
-
-
 def test_pipeline_runs_every_stage_on_the_synthetic_default(tiny_run: PipelineResult) -> None:
     assert tiny_run.dataset.images == 120 and tiny_run.preprocessed.summary.written == 120
     assert tiny_run.teacher.summary.images == 120
     table = splits(tiny_run.partition)
     assert len(table) == 120 and set(table["split"]) == {"train", "val", "test"}
-    assert set(tiny_run.factor_nmi) >= {"label", "origin", "border", "hair", "ruler", "lighting"}
+    # the clusters' NMI with each generator factor, recomputed here from the published assignments
+    factors = pd.read_csv(Path(tiny_run.data_path) / "synth_factors.csv").rename(columns={"image": "image_id"})
+    joined = tiny_run.teacher.read_csv(ASSIGNMENTS)[["image_id", "cluster"]].merge(factors, on="image_id")
+    assert len(joined) == 120
+    assert tiny_run.factor_nmi == {name: pytest.approx(normalized_mutual_info_score(
+        joined["cluster"], joined[name].astype(str)), abs=5e-5) for name in FACTORS}
     for section in ("borders removed", "per class", "cluster NMI", "held-out clusters", "balanced_accuracy"):
         assert section in tiny_run.report
 
@@ -92,13 +97,36 @@ def test_evaluation_writes_the_paper_tables_and_figures(tiny_run: PipelineResult
     table = comparison(evaluation, "val")
     assert list(table.index) == ["baseline", "AT layer3"]
     assert {"accuracy", "balanced_accuracy", "macro_f1", "F1 MEL", "F1 BCC", "F1 SCC"} <= set(table.columns)
-    assert table["accuracy"].between(0, 1).all()
     files = {uri.rsplit("/", 1)[-1] for uri in evaluation.publication.uris()}
     assert {"table_val.csv", "table_test.csv", "metrics.json", "pr_curves_val.png", "pr_curves_test.png",
             "confusion_baseline_val.png", "confusion_AT_layer3_val.png", "learning_curves_layer3.png"} <= files
     for name in files:
         if name.endswith(".png"):
             assert storage.read_bytes(storage.join(evaluation.folder, name))[:8] == b"\x89PNG\r\n\x1a\n"
+            stem = name[:-4]
+            assert stem.startswith("learning_curves_") or f"{stem}.csv" in files  # every figure's numbers beside it
+    # the numbers behind the tables and figures, from the per-image probabilities and the partition's labels
+    val = splits(tiny_run.partition).query("split == 'val'").set_index("image_id")
+    kept = predictions(evaluation).query("weights == 'kept'")
+    points = evaluation.read_csv("pr_curves_val.csv", keep_default_na=True)
+    for variant, model, stem in (("baseline", "baseline", "baseline"), ("layer3", "AT layer3", "AT_layer3")):
+        rows = kept[(kept["variant"] == variant) & kept["image_id"].isin(val.index)]
+        assert sorted(rows["image_id"]) == sorted(val.index)
+        truth = val.loc[rows["image_id"], "label"].map(CLASSES.index).to_numpy()
+        assert (rows["label_idx"].to_numpy() == truth).all()
+        chosen = rows[list(CLASSES)].to_numpy().argmax(axis=1)
+        assert table.loc[model, "accuracy"] == pytest.approx((chosen == truth).mean(), abs=1e-4)
+        confusion = evaluation.read_csv(f"confusion_{stem}_val.csv", index_col=0)
+        expected = np.zeros((len(CLASSES), len(CLASSES)), int)
+        np.add.at(expected, (truth, chosen), 1)
+        np.testing.assert_array_equal(confusion.to_numpy(), expected)
+        for cls in ("MEL", "NV"):
+            k = CLASSES.index(cls)
+            if (truth == k).any():
+                precision, recall, _ = precision_recall_curve(truth == k, rows[cls].to_numpy())
+                curve = points[(points["model"] == model) & (points["class"] == cls)]
+                np.testing.assert_allclose(curve["precision"], precision)
+                np.testing.assert_allclose(curve["recall"], recall)
     metrics = json.loads(storage.read_bytes(storage.join(evaluation.folder, "metrics.json")))
     assert metrics["val"]["baseline"]["accuracy"] == pytest.approx(table.loc["baseline", "accuracy"], abs=1e-9)
     page = (run_folder(tiny_run) / "report.html").read_text()
@@ -131,7 +159,13 @@ def test_pipeline_is_tracked_in_mlflow_and_registers_the_best_student(tiny_run: 
     assert [m.step for m in losses] == [0] and losses[0].value > 0
     champion = client.get_model_version_by_alias("skin-lesion-student", "champion")
     assert tiny_run.registered == f"skin-lesion-student/{champion.version}"
-    assert champion.run_id in {children["student:baseline"].info.run_id, children["student:layer3"].info.run_id}
+    # the best validation balanced accuracy (the first on a tie) was registered and holds the alias
+    val = json.loads(tiny_run.evaluation.read_bytes("metrics.json"))["val"]
+    scores = {"student:baseline": val["baseline"]["balanced_accuracy"],
+              "student:layer3": val["AT layer3"]["balanced_accuracy"]}
+    best = "student:layer3" if scores["student:layer3"] > scores["student:baseline"] else "student:baseline"
+    assert champion.run_id == children[best].info.run_id, scores
+    assert float(champion.tags["val_balanced_accuracy"]) == pytest.approx(scores[best])
 
 
 @pytest.mark.slow
@@ -185,8 +219,8 @@ def test_skin_attention_with_the_registered_champion(tiny_run: PipelineResult, t
     assert "AT distance to the teacher" in capsys.readouterr().out
 
 
-def test_predict_with_the_registered_champion(tiny_run: PipelineResult, isic_sample: Path) -> None:
-    image = sorted((isic_sample / "ISIC_2019_Training_Input").glob("*.jpg"))[0]
+def test_predict_with_the_registered_champion(tiny_run: PipelineResult, sample_dataset: Path) -> None:
+    image = sorted((sample_dataset / "ISIC_2019_Training_Input").glob("*.jpg"))[0]
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{run_folder(tiny_run) / 'mlflow.db'}"}
     result = subprocess.run([sys.executable, "-m", "skin_cli", "predict", str(image), "--model",
                              "models:/skin-lesion-student@champion"], capture_output=True, text=True, env=env,
@@ -207,8 +241,8 @@ def test_rerun_reuses_every_stage(tiny_run: PipelineResult) -> None:
 
 
 def test_predict_gives_top_classes_and_a_clear_error_for_a_broken_image(
-        tiny_run: PipelineResult, isic_sample: Path, tmp_path: Path) -> None:
-    images = sorted((isic_sample / "ISIC_2019_Training_Input").glob("*.jpg"))[:3]
+        tiny_run: PipelineResult, sample_dataset: Path, tmp_path: Path) -> None:
+    images = sorted((sample_dataset / "ISIC_2019_Training_Input").glob("*.jpg"))[:3]
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not a jpeg")
     result = skin("predict", str(images[0]), str(broken), *map(str, images[1:]), "--model",
@@ -216,23 +250,24 @@ def test_predict_gives_top_classes_and_a_clear_error_for_a_broken_image(
     assert result.returncode == 1
     lines = result.stdout.splitlines()
     assert [l.split(":")[0] for l in lines] == [str(images[0]), *map(str, images[1:])]
-    for line in lines:
-        probs = [float(w) for w in line.split(": ", 1)[1].split()[1::2]]
-        assert len(probs) == 2 and probs[0] >= probs[1] and 0 < sum(probs) <= 1 + 1e-6
+    model, card = load_bundle(tiny_run.students[0].folder)
+    for line, expected in zip(lines, predict_uris(model, card, [str(i) for i in images])):
+        words = line.split(": ", 1)[1].split()
+        assert words == [w for name, p in expected.top(2) for w in (name, f"{p:.3f}")]
     assert f"{broken}: error:" in result.stderr
 
 
-def test_evaluate_an_external_dataset_by_origin(tiny_run: PipelineResult, isic_sample: Path, tmp_path: Path,
+def test_evaluate_an_external_dataset_by_origin(tiny_run: PipelineResult, sample_dataset: Path, tmp_path: Path,
                                                 capsys: pytest.CaptureFixture) -> None:
     model = tiny_run.students[1].folder
-    code = main(["evaluate", "--model", model, "--data", str(isic_sample), "--out", str(tmp_path / "ext")])
+    code = main(["evaluate", "--model", model, "--data", str(sample_dataset), "--out", str(tmp_path / "ext")])
     out = capsys.readouterr().out
     assert code == 0
     metrics = json.loads(storage.read_bytes(storage.join(require_publication(str(tmp_path / "ext")).folder,
                                                          "metrics.json")))
     assert set(metrics) == {"all", "HAM-only", "BCN-only"}
     confusion = {name: np.asarray(m["AT layer3"]["confusion"]) for name, m in metrics.items()}
-    manifest = load_isic(str(isic_sample)).frame
+    manifest = load_isic(str(sample_dataset)).frame
     assert confusion["all"].sum() == len(manifest)
     assert confusion["BCN-only"].sum() == (manifest["origin"] == "BCN").sum()
     assert confusion["BCN-only"].sum(axis=1).tolist() == [
@@ -269,3 +304,40 @@ def test_skin_student_reuses_the_pipeline_student_with_the_same_settings(
                  "--out", layer3.publication.out, "--variant", "layer3"])
     assert code == 0
     assert f"layer3 student at {layer3.folder}" in capsys.readouterr().out
+
+
+def test_skin_preprocess_and_teacher_find_the_pipelines_outputs_and_partition_splits_the_same(
+        tiny_run: PipelineResult, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Each stage command computes the pipeline's key (so it reuses the finished output); the partition, which
+    needs no Ray, is computed afresh from the same teacher and gives the same split."""
+    assert main(["preprocess", "--profile", "smoke", "--data", tiny_run.data_path, "--size", "32",
+                 "--out", tiny_run.preprocessed.out]) == 0
+    assert f"output           {tiny_run.preprocessed.out}  (reused: same input and config)" in capsys.readouterr().out
+    assert main(["teacher", "--profile", "smoke", "--data", tiny_run.preprocessed.out,
+                 "--out", tiny_run.teacher.out]) == 0
+    assert f"teacher          {tiny_run.teacher.out}  (reused)" in capsys.readouterr().out
+    assert main(["partition", "--profile", "smoke", "--teacher", tiny_run.teacher.out,
+                 "--out", str(tmp_path / "partition")]) == 0
+    s = tiny_run.partition.summary
+    assert f"partition        train {s.train} · val {s.val} · test {s.test}" in capsys.readouterr().out
+    again = load_output(str(tmp_path / "partition"), PartitionSummary)
+    assert again.key == tiny_run.partition.key and again.summary == s
+    pd.testing.assert_frame_equal(splits(again), splits(tiny_run.partition))
+
+
+def test_skin_tune_runs_a_trial_on_the_pipelines_stages(tiny_run: PipelineResult,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    """One trial with the smoke profile's own settings: its teacher, partition and layer3 student are the
+    pipeline's (reused by key); tracking off, so nothing is registered."""
+    single = {"tune.num_samples": "1", "tune.layers": "[layer3]", "tune.clusters": "[8]", "tune.ms_alpha": "[2.0]",
+              "tune.ms_beta": "[50.0]", "tune.ms_base": "[1.0]", "tune.at_beta": "[1000.0]", "tune.lr": "[0.01]"}
+    sets = [arg for key, value in {**single, "tracking.enabled": "false"}.items() for arg in ("--set", f"{key}={value}")]
+    assert main(["tune", "--profile", "smoke", "--out", str(run_folder(tiny_run)), *sets]) == 0
+    out = capsys.readouterr().out
+    layer3 = tiny_run.students[1]
+    assert out.rstrip().endswith(f"best student: {layer3.folder}")  # no "registered as": tracking is off
+    lines = out.splitlines()  # Ray Tune's own status lines come first; the summary table last
+    start = max(i for i, line in enumerate(lines) if line.split()[:1] == ["trial"])
+    header, row = lines[start:start + 2]
+    metric = float(row.split()[header.split().index("val_balanced_accuracy")])
+    assert metric == pytest.approx(layer3.summary.best, abs=1e-4) and row.split()[-1] == "ok"

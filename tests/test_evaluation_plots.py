@@ -1,4 +1,4 @@
-"""Evaluation figures: PNGs written, decodable, of a sensible size, with the baseline drawn dashed."""
+"""Evaluation figures: PNGs written and decodable, drawing the reports' curves and counts, the baseline dashed."""
 
 from __future__ import annotations
 
@@ -51,17 +51,21 @@ def test_pr_curves_baseline_is_dashed_and_models_keep_their_colours(tmp_path: Pa
 
     def spy(ax, reports, cls, styles):
         original(ax, reports, cls, styles)
-        drawn.append({line.get_label().split(" (")[0]: line for line in ax.get_lines()})
+        drawn.append((cls, {line.get_label().split(" (")[0]: line for line in ax.get_lines()}))
 
     monkeypatch.setattr(evaluation, "pr_panel", spy)
     reports = {"baseline": report(1, 1.0), "AT layer2": report(2, 2.0), "AT layer4": report(3, 1.5)}
     pr_curves(reports, tmp_path / "pr.png")
-    assert len(drawn) == 4
-    for lines in drawn:
+    assert [cls for cls, _ in drawn] == ["BCC", "SCC", "MEL", "NV"]
+    for cls, lines in drawn:
+        for name, r in reports.items():  # each line is that model's curve for the panel's class
+            np.testing.assert_array_equal(lines[name].get_xdata(), r.curves[cls].recall)
+            np.testing.assert_array_equal(lines[name].get_ydata(), r.curves[cls].precision)
+    for _, lines in drawn:
         assert lines["baseline"].get_linestyle() == "--"
         assert lines["AT layer2"].get_linestyle() == lines["AT layer4"].get_linestyle() == "-"
         assert lines["AT layer2"].get_color() != lines["AT layer4"].get_color()
-    assert len({lines["AT layer2"].get_color() for lines in drawn}) == 1
+    assert len({lines["AT layer2"].get_color() for _, lines in drawn}) == 1
 
 
 def test_pr_curves_with_an_absent_class_and_no_baseline(tmp_path: Path) -> None:
@@ -77,11 +81,29 @@ def test_pr_curves_refuses_unknown_classes_and_mixed_sets(tmp_path: Path) -> Non
         pr_curves({"baseline": report(1, 1.0), "AT": report(2, 1.0, n=150)}, tmp_path / "x.png")
 
 
-def test_confusion_matrix_png(tmp_path: Path) -> None:
-    out = confusion_matrix_plot(report(2, 2.0, absent="DF"), tmp_path / "cm.png", title="AT layer4, test")
+@pytest.fixture()
+def figures(monkeypatch: pytest.MonkeyPatch) -> list:
+    """Every figure the plots write, recorded on its way to the PNG."""
+    recorded, real_save = [], evaluation.save
+
+    def keep(fig, path, what):  # noqa: ANN001, ANN202
+        recorded.append(fig)
+        return real_save(fig, path, what)
+
+    monkeypatch.setattr(evaluation, "save", keep)
+    return recorded
+
+
+def test_confusion_matrix_png(tmp_path: Path, figures: list) -> None:
+    shown = report(2, 2.0, absent="DF")
+    out = confusion_matrix_plot(shown, tmp_path / "cm.png", title="AT layer4, test")
     image = decoded(out)
     assert 600 <= image.shape[1] <= 900 and 600 <= image.shape[0] <= 900
-    assert image.std() > 20  # not a blank canvas
+    # what it draws: row fractions as colours and every count in its cell
+    ax = figures[0].axes[0]
+    np.testing.assert_allclose(ax.images[0].get_array(), evaluation.row_fractions(shown.confusion))
+    cells = {(round(t.get_position()[1]), round(t.get_position()[0])): t.get_text() for t in ax.texts}
+    assert cells == {(i, j): str(n) for (i, j), n in np.ndenumerate(shown.confusion)}
 
 
 def test_row_fractions_sum_to_one_for_present_classes() -> None:
@@ -89,10 +111,17 @@ def test_row_fractions_sum_to_one_for_present_classes() -> None:
     np.testing.assert_allclose(fractions, [[0.75, 0.25], [0.0, 0.0]])
 
 
-def test_learning_curves_png(tmp_path: Path) -> None:
-    out = learning_curves(history(), tmp_path / "lc.png")
+def test_learning_curves_png(tmp_path: Path, figures: list) -> None:
+    resumed = pd.concat([history().iloc[:4], history().iloc[3:]])  # epoch 3 reported twice: the last one counts
+    resumed.iloc[3, resumed.columns.get_loc("loss")] = 99.0
+    out = learning_curves(resumed, tmp_path / "lc.png")
     h, w, _ = decoded(out).shape
     assert 1000 <= w <= 1400 and 400 <= h <= 600
+    drawn = {line.get_label(): line for ax in figures[0].axes for line in ax.get_lines()}
+    assert set(drawn) == {"loss", "ce", "at", "val_accuracy", "val_balanced_accuracy", "val_macro_f1"}
+    for column, line in drawn.items():
+        np.testing.assert_array_equal(line.get_xdata(), history()["epoch"])
+        np.testing.assert_allclose(line.get_ydata(), history()[column])
     single = learning_curves(history(1)[["epoch", "val_accuracy"]], tmp_path / "one.png")
     assert decoded(single).shape[1] < w  # one panel only
 

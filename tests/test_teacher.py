@@ -2,31 +2,30 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import threading
-import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pandas as pd
-import psutil
 import pytest
 import torch
 
+from conftest import killing_a_train_worker
 from raytasks.preprocess import PreprocessSummary, read_table, run_preprocess
 from raytasks.capacity import Capacity
 from raytasks.runtime import ResourceError, WorkerPlan, check_capacity, plan_workers
 from raytasks.stages import StageOutput, load_output, run_stage
-from raytasks.teacher import ASSIGNMENTS, HISTORY, MONTAGE, WEIGHTS, TeacherSummary, teacher_stage
+from raytasks.teacher import (ASSIGNMENTS, HISTORY, MONTAGE, MONTAGE_PER_ROW, MONTAGE_TABLE, WEIGHTS, TeacherSummary,
+                              montage_members, teacher_stage)
 from raytasks.tracking import TrackedRun
 from skin_core import storage
 from skin_core.config import PipelineConfig, PreprocessConfig, ResourcesConfig, from_dict
 from skin_core.losses import MultiSimilarityCriterion
 from skin_core.models import Backbone
 from skin_core.synth import generate_dataset
-from skin_core.training.teacher import cluster_features, cluster_globally, teacher_step
+from skin_core.clustering import cluster_nmi
+from skin_core.preprocessing.pipeline import decode_pngs
+from skin_core.training.teacher import cluster_features, cluster_globally, extract_features, teacher_step
 
 
 def teacher_config(out: Path, **teacher: object) -> PipelineConfig:
@@ -92,13 +91,21 @@ def test_clustering_in_one_process_is_plain_kmeans() -> None:
     assert np.array_equal(found.sizes, np.bincount(direct.assignments, minlength=3))
 
 
-def test_two_worker_run_clusters_every_image_once(preprocessed: StageOutput, tmp_path: Path) -> None:
-    out = str(tmp_path / "teacher")
-    result = run_teacher(preprocessed, out, teacher_config(tmp_path))
+@pytest.fixture(scope="module")
+def two_workers(preprocessed: StageOutput, tmp_path_factory: pytest.TempPathFactory) -> StageOutput[TeacherSummary]:
+    """One 2-worker teacher run (2 epochs), read by the tests below."""
+    root = tmp_path_factory.mktemp("two-workers")
+    return run_teacher(preprocessed, str(root / "teacher"), teacher_config(root))
+
+
+def test_two_worker_run_clusters_every_image_once(preprocessed: StageOutput,
+                                                  two_workers: StageOutput[TeacherSummary]) -> None:
+    result = two_workers
     table = result.read_csv(ASSIGNMENTS)
     ids = read_table(preprocessed, columns=["image_id"])["image_id"]
     assert sorted(table["image_id"]) == sorted(ids) and table["image_id"].is_unique
-    assert table["cluster"].between(0, 3).all() and (table["distance"] >= 0).all()
+    assert sorted(table["cluster"].unique()) == [0, 1, 2, 3]  # every cluster holds an image
+    assert result.summary.cluster_sizes == tuple(np.bincount(table["cluster"], minlength=4))
     history = result.read_csv(HISTORY, keep_default_na=True)
     assert list(history["epoch"]) == [0, 1, 2] and history["world_size"].iloc[0] == 2
     assert np.isfinite(history["loss"].iloc[:2]).all() and (history["pos_pairs"].iloc[:2] > 0).all()
@@ -107,7 +114,7 @@ def test_two_worker_run_clusters_every_image_once(preprocessed: StageOutput, tmp
     assert montage is not None and montage.shape[0] > 4 * 32
     model = Backbone("resnet18", embedding_dim=16, weights=result.file(WEIGHTS))  # weights_only load
     assert model.eval()(torch.zeros(1, 3, 32, 32))["embedding"].shape == (1, 16)
-    assert run_teacher(preprocessed, out, teacher_config(tmp_path)).reused
+    assert run_teacher(preprocessed, result.out, teacher_config(Path(result.out).parent)).reused
 
 
 def test_teacher_clusters_only_its_origins(preprocessed: StageOutput, tmp_path: Path) -> None:
@@ -120,31 +127,51 @@ def test_teacher_clusters_only_its_origins(preprocessed: StageOutput, tmp_path: 
     assert "MSK" not in set(table["origin"])
 
 
-def _kill_a_worker_after_first_checkpoint(checkpoints: Path, done: threading.Event, killed: list) -> None:
-    while not done.is_set():
-        # a checkpoint counts once Ray Train's manager has recorded it, not when its folder appears
-        snapshots = list(checkpoints.rglob("checkpoint_manager_snapshot.json"))
-        if snapshots and "checkpoint_" in snapshots[0].read_text():
-            workers = [p for p in psutil.process_iter(["cmdline"]) if "RayTrainWorker" in " ".join(p.info["cmdline"] or [])]
-            if workers:
-                os.kill(workers[-1].pid, signal.SIGKILL)
-                killed.append(workers[-1].pid)
-                return
-        time.sleep(0.05)
+def test_published_clusters_are_kmeans_of_the_published_weights(preprocessed: StageOutput,
+                                                                two_workers: StageOutput[TeacherSummary]) -> None:
+    """The last epoch clusters the final network: its features, whitened, give the published assignments."""
+    table = two_workers.read_csv(ASSIGNMENTS)  # in the gathered order k-means saw (rank 0's rows first)
+    pixels = read_table(preprocessed, columns=["image_id", "image"]).set_index("image_id").loc[table["image_id"]]
+    images = torch.from_numpy(decode_pngs(list(pixels["image"])))
+    model = Backbone("resnet18", embedding_dim=16, weights=two_workers.file(WEIGHTS))
+    config = teacher_config(Path("unused"))
+    found = cluster_features(extract_features(model, images, 64, torch.device("cpu")), 4, 8,
+                             seed=config.seed * 1000 + config.teacher.epochs)
+    assert cluster_nmi(found.assignments, table["cluster"].to_numpy()) > 0.9
+    same = found.assignments == table["cluster"].to_numpy()
+    np.testing.assert_allclose(found.distances[same], table["distance"].to_numpy()[same], rtol=1e-3, atol=1e-4)
+
+
+def test_the_montage_table_shows_each_cluster_nearest_first(two_workers: StageOutput[TeacherSummary]) -> None:
+    table, shown = two_workers.read_csv(ASSIGNMENTS), two_workers.read_csv(MONTAGE_TABLE)
+    assert set(shown["cluster"]) == set(table["cluster"])
+    merged = shown.merge(table, on="image_id", suffixes=("", "_assigned"))
+    assert len(merged) == len(shown) and (merged["cluster"] == merged["cluster_assigned"]).all()
+    for cluster, rows in shown.groupby("cluster"):
+        members = table[table["cluster"] == cluster]
+        assert len(rows) == min(MONTAGE_PER_ROW, len(members))
+        assert rows["rank"].tolist() == list(range(len(rows)))
+        assert rows["distance"].is_monotonic_increasing  # nearest the centroid first
+        hidden = members[~members["image_id"].isin(rows["image_id"])]
+        assert hidden.empty or rows["distance"].max() <= hidden["distance"].min()
 
 
 def test_killed_worker_resumes_from_checkpoint(preprocessed: StageOutput, tmp_path: Path) -> None:
     out = tmp_path / "teacher"
-    done, killed = threading.Event(), []
-    watcher = threading.Thread(target=_kill_a_worker_after_first_checkpoint,
-                               args=(out / "checkpoints", done, killed), daemon=True)
-    watcher.start()
-    try:
+    with killing_a_train_worker(out / "checkpoints") as killed:
         result = run_teacher(preprocessed, str(out), teacher_config(tmp_path, epochs=4))
-    finally:
-        done.set()
     assert killed, "no worker was killed: the run ended before its first checkpoint"
     history = result.read_csv(HISTORY, keep_default_na=True)
     assert list(history["epoch"]) == [0, 1, 2, 3, 4]  # every epoch once: nothing redone, nothing lost
     assert (history["attempt_first_epoch"] > 0).any()  # the restarted workers began after epoch 0
     assert pd.Series(history["attempt_first_epoch"]).is_monotonic_increasing
+
+
+def test_montage_members_are_each_clusters_nearest_images() -> None:
+    rng = np.random.default_rng(3)
+    table = pd.DataFrame({"image_id": [f"img{i}" for i in range(30)], "cluster": rng.integers(0, 3, 30),
+                          "distance": rng.random(30), "label": "NV"})
+    shown = montage_members(table, per_row=4)
+    for cluster, members in table.groupby("cluster"):
+        nearest = members["image_id"].to_numpy()[np.argsort(members["distance"].to_numpy())[:4]].tolist()
+        assert shown.loc[shown["cluster"] == cluster].sort_values("rank")["image_id"].tolist() == nearest

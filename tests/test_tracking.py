@@ -14,13 +14,14 @@ from mlflow import MlflowClient
 
 from conftest import MLFLOW_BUCKET, _free_port, tiny_config
 from raytasks.registry import tracking_at
-from raytasks.tracking import PARENT_TAG, TrackedRun, TrackingError, metric_name, open_run
+from raytasks.tracking import (LOCAL_ARTIFACTS, LOCAL_DB, PARENT_TAG, TrackedRun, TrackingError, metric_name,
+                               open_run, resolve_uri)
 from raytasks.student import student_stage
 from raytasks.tune import run_tune, search_space, trial_config
 from raytasks.workflow import prepare, teacher_and_partition
 from skin_core.layers import all_layer_sets
 from skin_core import storage
-from skin_core.config import TuneConfig
+from skin_core.config import TrackingConfig, TuneConfig
 
 
 def test_an_unreachable_server_fails_fast_and_clearly(tmp_path: Path) -> None:
@@ -66,7 +67,7 @@ def block_student(config, variant: str) -> None:
 
 @pytest.mark.usefixtures("ray_local")
 def test_sweep_tracks_trials_registers_the_champion_and_stores_artifacts_in_s3(
-        tmp_path: Path, mlflow_server: str, s3_env: str, isic_sample: Path) -> None:
+        tmp_path: Path, mlflow_server: str, s3_env: str, sample_dataset: Path) -> None:
     config = sweep_config(str(tmp_path / "sweep"), mlflow_server)
     block_student(config, "layer2")
     result = run_tune(config)
@@ -85,7 +86,10 @@ def test_sweep_tracks_trials_registers_the_champion_and_stores_artifacts_in_s3(
     assert set(by_variant) == {"layer2", "layer3"}
     assert by_variant["layer2"].info.status == "FAILED" and by_variant["layer3"].info.status == "FINISHED"
     history = client.get_metric_history(by_variant["layer3"].info.run_id, "val_balanced_accuracy")
-    assert len(history) >= 1
+    # one value per epoch as Ray Train reported it, then the trial's closing report of the kept epoch's figure
+    assert len(history) == sweep_config(str(tmp_path), mlflow_server).student.epochs + 1
+    final = max(history, key=lambda m: m.step).value
+    assert final == pytest.approx(table.loc[table["variant"] == "layer3", "val_balanced_accuracy"].item(), abs=1e-9)
     parent_files = {a.path for a in client.list_artifacts(result.mlflow_run)}
     assert {"config.yaml", "sweep_summary.csv"} <= parent_files
 
@@ -93,7 +97,7 @@ def test_sweep_tracks_trials_registers_the_champion_and_stores_artifacts_in_s3(
     assert result.registered == f"{MODEL}/{version.version}"
     assert any(key.endswith("MLmodel") for key in storage.list_tree(f"s3://{MLFLOW_BUCKET}"))
     # a fresh process loads the champion from the registry and predicts a real image
-    image = sorted((isic_sample / "ISIC_2019_Training_Input").glob("*.jpg"))[0]
+    image = sorted((sample_dataset / "ISIC_2019_Training_Input").glob("*.jpg"))[0]
     code = (f"import mlflow, pandas as pd, sys; m = mlflow.pyfunc.load_model('models:/{MODEL}@champion');"
             "out = m.predict(pd.DataFrame({'path': [sys.argv[1]]})); print(out.drop(columns='error').sum(axis=1)[0])")
     env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server}
@@ -119,3 +123,31 @@ def test_tracking_scope_leaves_no_uri_behind(monkeypatch: pytest.MonkeyPatch, tm
     with tracking_at(uri):
         pass
     assert os.environ["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:1"
+
+
+def test_tracking_uri_comes_from_the_config_then_the_environment_then_a_local_store(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    env = {"MLFLOW_TRACKING_URI": "http://127.0.0.1:5000"}
+    assert resolve_uri(TrackingConfig(tracking_uri="http://127.0.0.1:6000"), "s3://b/run", env) == (
+        "http://127.0.0.1:6000", None)
+    assert resolve_uri(TrackingConfig(), "s3://b/run", env) == ("http://127.0.0.1:5000", None)
+    out = tmp_path / "out"
+    assert resolve_uri(TrackingConfig(), str(out), {}) == (f"sqlite:///{out / LOCAL_DB}",
+                                                           (out / LOCAL_ARTIFACTS).as_uri())
+    # outputs on S3 and no URI: SQLite needs a local file (./runs), the artifacts go beside the outputs
+    monkeypatch.chdir(tmp_path)
+    assert resolve_uri(TrackingConfig(), "s3://bucket/runs/x", {}) == (
+        f"sqlite:///{tmp_path / 'runs' / LOCAL_DB}", "s3://bucket/runs/x/mlartifacts")
+    assert (tmp_path / "runs").is_dir() and not (tmp_path / "runs" / LOCAL_DB).exists()
+
+
+def test_tracking_off_is_an_inert_run_that_writes_nowhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'env.db'}"}
+    run = open_run(tiny_config(str(tmp_path / "out"), tracking={"enabled": False}), "pipeline", env)
+    assert not run.enabled and run.run_id == "" and run.child("stage") is run
+    run.log_metrics({"a": 1.0})
+    run.log_params({"p": 1})
+    run.finish(failed=True)
+    assert run.hint() == "tracking off (tracking.enabled=false)" and run.children() == []
+    assert list(tmp_path.iterdir()) == []  # no store, no output folder, no ./mlruns
