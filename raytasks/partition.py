@@ -63,6 +63,6 @@ def summary_table(partition: StageOutput[PartitionSummary]) -> pd.DataFrame:
 
 def format_partition(result: StageOutput[PartitionSummary]) -> str:
     s = result.summary
-    return (f"partition        train {s.train:,} · val {s.val:,} · test {s.test:,} ({s.test_share:.1%}) "
-            + (f"· ranking hold-out {s.holdout:,} " if s.holdout else "") +
-            f"(held-out clusters {list(s.test_clusters)})\n{summary_table(result).to_string()}")
+    holdout = f" · ranking hold-out {s.holdout:,}" if s.holdout else ""
+    return (f"partition        train {s.train:,} · val {s.val:,} · test {s.test:,}{holdout} ({s.test_share:.1%}; "
+            f"held-out clusters {list(s.test_clusters)})\n{summary_table(result).to_string()}")

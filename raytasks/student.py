@@ -47,7 +47,7 @@ from raytasks.tracking import TrackedRun, finishing
 from raytasks.worker import InMemorySplit, equal_steps, quiet, start_worker
 from skin_core import storage
 from skin_core.classes import CLASSES
-from skin_core.config import (IMBALANCE_MODES, AugmentConfig, ModelConfig, PipelineConfig, StudentConfig, config_hash,
+from skin_core.config import (AugmentConfig, ModelConfig, PipelineConfig, StudentConfig, config_hash,
                               flatten, to_dict)
 from skin_core.distributed import broadcast_from_root, gather_to_root
 from skin_core.layers import LayerSet
@@ -56,7 +56,7 @@ from skin_core.metrics.classification import classification_report
 from skin_core.models import check_transfer_layers, create_model
 from skin_core.models.bundle import WEIGHTS_FILE, ModelCard, save_bundle
 from skin_core.training.schedule import scheduled
-from skin_core.training.student import freeze, predict_probs, train_epoch
+from skin_core.training.student import class_weights, freeze, predict_probs, train_epoch
 
 logger = logging.getLogger(__name__)
 
@@ -214,24 +214,6 @@ def validation_ids(table: pd.DataFrame, student: StudentConfig) -> list[str]:
     if not ids:
         raise ValueError(f"the partition has no {student.val_split!r} rows to validate on (student.val_split)")
     return ids
-
-
-def class_weights(labels: pd.Series, mode: str) -> tuple[float, ...]:
-    """Cross-entropy class weights (mean 1 over present classes); () for ``none``.
-
-    ``weighted_ce``: inverse class frequency, so every class weighs as much as NV
-    (best balanced accuracy, at the price of accuracy); ``sqrt_weighted_ce``: the
-    square root of that, halfway between (Mahajan et al. 2018 use square-root
-    re-weighting of long-tailed labels).
-    """
-    if mode == "none":
-        return ()
-    if mode not in IMBALANCE_MODES:
-        raise ValueError(f"student.imbalance: unknown mode {mode!r}; use {', '.join(IMBALANCE_MODES)}")
-    counts = labels.value_counts().reindex(list(CLASSES), fill_value=0).to_numpy(float)
-    weights = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / len(CLASSES), 0.0)
-    weights = np.sqrt(weights) if mode == "sqrt_weighted_ce" else weights
-    return tuple(float(w) for w in weights / weights[counts > 0].mean())
 
 
 def student_settings(config: PipelineConfig) -> dict:

@@ -26,7 +26,7 @@ from skin_core.layers import LAYERS, LayerSet  # noqa: F401 - LAYERS is imported
 
 T = TypeVar("T")
 
-IMBALANCE_MODES = ("none", "weighted_ce", "sqrt_weighted_ce")  # student.imbalance (raytasks.student.class_weights)
+IMBALANCE_MODES = ("none", "weighted_ce", "sqrt_weighted_ce")  # student.imbalance (skin_core.training.student.class_weights)
 
 
 class ConfigError(ValueError):

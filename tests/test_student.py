@@ -22,7 +22,8 @@ from raytasks.pipeline import PipelineResult
 from raytasks.preprocess import read_table
 from raytasks.runtime import WorkerPlan
 from raytasks.stages import StageOutput
-from raytasks.student import HISTORY, LAST_WEIGHTS, StudentsFit, StudentSummary, class_weights, train_students
+from raytasks.student import HISTORY, LAST_WEIGHTS, StudentsFit, StudentSummary, train_students
+from skin_core.training.student import class_weights
 from raytasks.tracking import TrackedRun, tracked_run
 from skin_core import storage
 from skin_core.classes import CLASSES

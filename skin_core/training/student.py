@@ -10,10 +10,12 @@ from __future__ import annotations
 from typing import Iterable
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
-from skin_core.config import AugmentConfig
+from skin_core.classes import CLASSES
+from skin_core.config import IMBALANCE_MODES, AugmentConfig
 from skin_core.data.augment import augment_batch
 from skin_core.data.transforms import normalize, to_input, to_unit
 from skin_core.training.teacher import autocast, average, backward_step
@@ -76,3 +78,21 @@ def predict_probs(model: nn.Module, images: torch.Tensor | np.ndarray, device: t
             logits = model(to_input(images[start:start + batch_size], device))["logits"]
         chunks.append(torch.softmax(logits.float(), dim=1).cpu())
     return torch.cat(chunks).numpy() if chunks else np.zeros((0, 0), np.float32)
+
+
+def class_weights(labels: pd.Series, mode: str) -> tuple[float, ...]:
+    """Cross-entropy class weights (mean 1 over present classes); () for ``none``.
+
+    ``weighted_ce``: inverse class frequency, so every class weighs as much as NV
+    (best balanced accuracy, at the price of accuracy); ``sqrt_weighted_ce``: the
+    square root of that, halfway between (Mahajan et al. 2018 use square-root
+    re-weighting of long-tailed labels).
+    """
+    if mode == "none":
+        return ()
+    if mode not in IMBALANCE_MODES:
+        raise ValueError(f"student.imbalance: unknown mode {mode!r}; use {', '.join(IMBALANCE_MODES)}")
+    counts = labels.value_counts().reindex(list(CLASSES), fill_value=0).to_numpy(float)
+    weights = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / len(CLASSES), 0.0)
+    weights = np.sqrt(weights) if mode == "sqrt_weighted_ce" else weights
+    return tuple(float(w) for w in weights / weights[counts > 0].mean())
