@@ -112,7 +112,7 @@ def test_pipeline_scales_an_empty_cluster_up_and_a_resubmission_after_scale_down
     address, env = autoscaling_head
     assert worker_nodes(address, env) == {}  # min_workers 0: nothing but the 0-CPU head
 
-    first, _ = submit(address, env, tmp_path / "run")
+    first = submit(address, env, tmp_path / "run")
     assert first.returncode == 0 and succeeded(first.stdout), (first.stdout + first.stderr)[-4000:]
     # planned against the node type (1 worker using the type's 2 cores), not refused against 0 CPUs
     assert "training on 1 worker(s) × 1 CPU, 2 torch thread(s) each (planned from the node types" in first.stdout
@@ -120,7 +120,7 @@ def test_pipeline_scales_an_empty_cluster_up_and_a_resubmission_after_scale_down
     assert scaled and set(scaled.values()) == {"DEAD"}
 
     # the first training stage after reused stages, on a cluster with no worker up again
-    again, _ = submit(address, env, tmp_path / "run", "--set", "student.lr=0.02", "--set", "student.variants=[baseline]")
+    again = submit(address, env, tmp_path / "run", "--set", "student.lr=0.02", "--set", "student.variants=[baseline]")
     assert again.returncode == 0 and succeeded(again.stdout), (again.stdout + again.stderr)[-4000:]
     ran = {line.split()[0]: line.split()[1] for line in stage_lines(again.stdout) if not line.startswith("registered")}
     assert ran == {"preprocess": "reused", "teacher": "reused", "partition": "reused", "student:baseline": "ran",
