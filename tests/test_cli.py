@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess
@@ -325,27 +324,3 @@ def test_skin_preprocess_and_teacher_find_the_pipelines_outputs_and_partition_sp
     again = load_output(str(tmp_path / "partition"), PartitionSummary)
     assert again.key == tiny_run.partition.key and again.summary == s
     pd.testing.assert_frame_equal(splits(again), splits(tiny_run.partition))
-
-
-def test_skin_tune_runs_a_trial_on_the_pipelines_stages(tiny_run: PipelineResult,
-                                                        capsys: pytest.CaptureFixture) -> None:
-    """One trial with the smoke profile's own settings, tracking off: it is ranked on the ranking hold-out (so
-    its student is not the pipeline's, which validated on the cluster partition), the table shows the kept
-    epoch's hold-out metric, nothing is registered, and the closing note gives the pipeline command."""
-    single = {"tune.num_samples": "1", "tune.layers": "[layer3]", "tune.clusters": "[8]", "tune.ms_alpha": "[2.0]",
-              "tune.ms_beta": "[50.0]", "tune.ms_base": "[1.0]", "tune.at_beta": "[1000.0]", "tune.lr": "[0.01]"}
-    sets = [arg for key, value in {**single, "tracking.enabled": "false"}.items() for arg in ("--set", f"{key}={value}")]
-    assert main(["tune", "--profile", "smoke", "--out", str(run_folder(tiny_run)), *sets]) == 0
-    out = capsys.readouterr().out
-    best = next(line for line in out.splitlines() if line.startswith("best student: "))
-    folder = best.removeprefix("best student: ")
-    assert "registered as" not in best  # tracking is off
-    assert folder != tiny_run.students[1].folder  # validated on the hold-out, not on the partition's val
-    assert "ranking hold-out" in out and "skin pipeline" in out
-    lines = out.splitlines()  # Ray Tune's own status lines come first; the summary table last
-    start = max(i for i, line in enumerate(lines) if line.split()[:1] == ["trial"])
-    header, row = lines[start:start + 2]
-    metric = float(row.split()[header.split().index("val_balanced_accuracy")])
-    history = pd.read_csv(io.BytesIO(storage.read_bytes(storage.join(folder, "history.csv"))))
-    assert metric == pytest.approx(history["val_balanced_accuracy"].max(), abs=1e-4)
-    assert "ok" in row.split()
