@@ -26,7 +26,8 @@ from skin_core.models import create_model
 from skin_core.preprocessing.pipeline import decode_pngs
 from skin_core.training.teacher import cluster_features, extract_features
 
-pytestmark = pytest.mark.slow
+# the module's one pipeline run (in the first test's setup) takes minutes on 2 cores: more than the default limit
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 # The smoke profile, grown until it learns (see the module docstring of each test for the measured figures).
 SETTINGS = ["data.synthetic_n=1000", "teacher.epochs=3", "student.epochs=20", "student.at_beta=100",
