@@ -25,16 +25,27 @@ HEADLINE = ("loss", "ce", "at", "val_balanced_accuracy", "val_accuracy", "val_ma
             "nmi_prev")
 
 
+# The parts of an epoch its worker times (teacher: features, k-means, training; student: training, validation)
+EPOCH_PARTS = ("extract_s", "kmeans_s", "train_s", "val_s")
+
+
 def progress_line(stage: str, metrics: Mapping[str, Any], total: int, started: float, first_epoch: int) -> str:
-    """``teacher  epoch 3/10  loss 0.412  …  42.0 img/s  ETA 4m05s``."""
+    """``teacher  epoch 3/10  loss 0.412  …  42.0 img/s  ETA 4m05s``.
+
+    ``started`` is when this attempt's first epoch was reported: from the second report on, the time per epoch is
+    the wall time between reports (checkpointing included); at the first, it is the epoch's own timed parts.
+    """
     epoch = int(metrics["epoch"])
     done = epoch - first_epoch + 1
     left = max(0, total - epoch - 1)
-    eta = (time.monotonic() - started) / done * left
+    if done > 1:
+        per_epoch = (time.monotonic() - started) / (done - 1)
+    else:
+        per_epoch = sum(float(metrics.get(part, 0.0)) for part in EPOCH_PARTS)
     figures = "  ".join(f"{k} {metrics[k]:.4g}" for k in HEADLINE
                         if isinstance(metrics.get(k), (int, float)) and math.isfinite(metrics[k]))
     speed = f"  {metrics['images_per_s']:.1f} img/s" if "images_per_s" in metrics else ""
-    return f"{stage:<18} epoch {epoch + 1}/{total}  {figures}{speed}  ETA {_duration(eta)}"
+    return f"{stage:<18} epoch {epoch + 1}/{total}  {figures}{speed}  ETA {_duration(per_epoch * left)}"
 
 
 def _log_to_console() -> None:
