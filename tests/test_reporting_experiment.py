@@ -32,16 +32,18 @@ def seed_result(seed: int, y: np.ndarray, base_pred: np.ndarray, at_pred: np.nda
                       kept_epochs={"baseline": (2, 5), "layer3": (4, 5)})
 
 
-def constructed(gain: int, seeds: int = 3, n: int = 400) -> list[SeedResult]:
-    """The AT model right on ``gain`` more images than the baseline, per seed (balanced over 4 classes)."""
+def constructed(gain: int | list[int], seeds: int = 3, n: int = 400) -> list[SeedResult]:
+    """The AT model right on ``gain`` more images than the baseline (a list: one gain per seed; a negative gain
+    makes it wrong on that many of the baseline's right answers), balanced over 4 classes."""
+    gains = gain if isinstance(gain, list) else [gain] * seeds
     out = []
-    for seed in range(seeds):
+    for seed, g in enumerate(gains):
         rng = np.random.default_rng(seed)
         y = np.tile(np.arange(4), n // 4)
         base = np.where(rng.random(n) < 0.5, y, (y + 1) % 4)
-        fixed = rng.choice(np.flatnonzero(base != y), gain, replace=False)
+        changed = rng.choice(np.flatnonzero((base != y) if g >= 0 else (base == y)), abs(g), replace=False)
         at = base.copy()
-        at[fixed] = y[fixed]
+        at[changed] = y[changed] if g >= 0 else (y[changed] + 2) % 4
         out.append(seed_result(seed, y, base, at))
     return out
 
@@ -63,6 +65,20 @@ def test_a_large_gain_is_found_and_its_verdict_says_so() -> None:
     assert acc["difference"] == pytest.approx(80 / 400)  # exactly the constructed gain, every seed
     assert acc["low"] > 0 and acc["excludes_zero"]
     assert "supports an improvement" in verdict(diffs, "HAM-test", "accuracy")
+
+
+def test_a_pooled_gain_that_one_seed_reverses_is_not_called_an_improvement() -> None:
+    """Two seeds gain 30 images, one loses 10: the image-level interval clears 0, the seeds disagree."""
+    diffs = paired_differences(constructed(gain=[30, 30, -10]), n_boot=500)
+    acc = diffs[(diffs["set"] == "HAM-test") & (diffs["metric"] == "accuracy")].iloc[0]
+    assert acc["per_seed"] == "+0.075, +0.075, -0.025" and acc["low"] > 0
+    said = verdict(diffs, "HAM-test", "accuracy")
+    assert "seeds disagree in sign" in said and "supports an improvement" not in said
+
+
+def test_a_consistent_loss_contradicts_the_improvement() -> None:
+    diffs = paired_differences(constructed(gain=-60), n_boot=500)
+    assert "contradicts it" in verdict(diffs, "HAM-test", "accuracy")
 
 
 def test_identical_models_cannot_be_told_apart() -> None:

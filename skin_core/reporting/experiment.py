@@ -99,14 +99,21 @@ def paired_differences(results: Sequence[SeedResult], n_boot: int = 2000, confid
 
 
 def verdict(diffs: pd.DataFrame, set_name: str, metric: str) -> str:
-    """Whether the AT − baseline interval supports an improvement, contradicts it, or cannot tell."""
+    """Whether the AT − baseline difference supports an improvement, contradicts it, or cannot tell.
+
+    The bootstrap interval resamples test images, so it holds the test-set noise but not the seed-to-seed
+    spread of training: an interval clear of 0 only counts when every seed's difference has its sign.
+    """
     lines = []
     for row in diffs[(diffs["set"] == set_name) & (diffs["metric"] == metric)].itertuples():
-        ci = f"{row.difference:+.3f} (95% CI {row.low:+.3f} to {row.high:+.3f})"
-        if row.low > 0:
+        ci = f"{row.difference:+.3f} (95% CI {row.low:+.3f} to {row.high:+.3f}; per seed {row.per_seed})"
+        per_seed = [float(x) for x in str(row.per_seed).split(",") if x.strip()]
+        if row.low > 0 and all(x > 0 for x in per_seed):
             word = "supports an improvement"
-        elif row.high < 0:
+        elif row.high < 0 and all(x < 0 for x in per_seed):
             word = "contradicts it: attention transfer is worse"
+        elif row.low > 0 or row.high < 0:
+            word = "cannot tell: the interval excludes 0 but the seeds disagree in sign"
         else:
             word = "cannot tell: the interval includes 0"
         lines.append(f"{row.variant} − baseline, {metric.replace('_', ' ')} on {set_name}: {ci}; {word}")
