@@ -30,9 +30,10 @@ import pandas as pd
 
 from raytasks.evaluation import EvaluationSummary, by_origin, metrics, predictions
 from raytasks.preprocess import preprocess_stage
+from raytasks.progress import EPOCH_PARTS
 from raytasks.runtime import init_ray
 from raytasks.stages import Stage, StageContext, StageOutput
-from raytasks.student import StudentSummary
+from raytasks.student import HISTORY, StudentSummary
 from raytasks.teacher import TeacherSummary
 from raytasks.tracking import TrackedRun, tracked_run
 from raytasks.workflow import evaluate, prepare, run_in_root, students, teacher_and_partition
@@ -199,6 +200,24 @@ def settings_line(config: PipelineConfig) -> str:
             f"validation {s.select_metric}, augmentation {jitter or 'flips only'}")
 
 
+def epoch_minutes(stage: StageOutput) -> float:
+    """Minutes the stage's epochs took by its own history: feature extraction, k-means, training and validation
+    as its worker timed them (start-up, evaluation and publishing are not in it)."""
+    history = stage.read_csv(HISTORY)
+    parts = [c for c in EPOCH_PARTS if c in history.columns]
+    return float(history[parts].apply(pd.to_numeric, errors="coerce").sum().sum()) / 60
+
+
+def time_table(seeds: list[SeedOutputs]) -> str:
+    """Per seed: the epoch minutes of the teacher and of each student, and their sum."""
+    names = [LayerSet.parse(s.summary.variant).display_name for s in seeds[0].students]
+    lines = ["| seed | teacher | " + " | ".join(names) + " | total |", "|---" * (len(names) + 3) + "|"]
+    for o in seeds:
+        minutes = [epoch_minutes(o.teacher), *(epoch_minutes(s) for s in o.students)]
+        lines.append(f"| {o.seed} | " + " | ".join(f"{m:.1f}" for m in minutes) + f" | {sum(minutes):.1f} |")
+    return "\n".join(lines)
+
+
 def results_document(config: PipelineConfig, result: ExperimentResult, paper_note: str) -> str:
     """``docs/results.md``: the table, the command, the wall time and what it says about the paper's claim."""
     ran, reused = stage_counts(result)
@@ -210,6 +229,9 @@ def results_document(config: PipelineConfig, result: ExperimentResult, paper_not
         f"Reproduce:\n\n```bash\n{command_line()}\n```",
         f"Wall time: {result.wall_s / 60:.1f} min ({ran} stages ran, {reused} reused); settings: "
         f"{settings_line(config)}.",
+        "Epoch minutes per seed, from each stage's history (a reused stage keeps the figures of the run that made "
+        "it, on whatever else that machine ran then; start-up, evaluation and publishing are not counted):\n\n"
+        + time_table(result.seeds),
         "## What this says about the paper's claim", paper_note,
         "## The comparison", result.markdown,
         f"MLflow run: `{result.mlflow_run or 'tracking off'}`; outputs: `{result.comparison.folder}`.",

@@ -45,6 +45,14 @@ def test_two_seeds_two_variants_write_the_comparison(tmp_path: Path) -> None:
     write_results(str(tmp_path / "results.md"), config, result)
     text = (tmp_path / "results.md").read_text()
     assert "What this says about the paper's claim" in text and "Wall time:" in text
+    # the epoch-time table: one row per seed, its total the sum of the histories' timed parts
+    lines = text.splitlines()
+    header = lines.index("| seed | teacher | baseline | AT layer3 | total |")
+    rows = lines[header + 2:header + 4]
+    assert [row.split("|")[1].strip() for row in rows] == ["0", "1"]
+    teacher_s = first.teacher.read_csv("history.csv")[["extract_s", "kmeans_s", "train_s"]].sum().sum()
+    students_s = sum(s.read_csv("history.csv")[["train_s", "val_s"]].sum().sum() for s in first.students)
+    assert float(rows[0].split("|")[-2]) == pytest.approx((teacher_s + students_s) / 60, abs=0.051)
     # a rerun reuses every stage, the comparison included
     again = run_experiment(config)
     assert again.comparison.reused and all(s.reused for o in again.seeds for s in o.stages)
