@@ -108,18 +108,26 @@ def search_algorithm(config: PipelineConfig) -> ray.tune.search.SearchAlgorithm 
     with ``tune.start_from_profile`` the first trial is the profile's own point."""
     t = config.tune
     first = [first_point(config)] if t.start_from_profile else None
-    if t.search == "random" or t.layers_grid:
-        if t.search == "optuna":
+    fixed = not searched(t)
+    if t.search == "random" or t.layers_grid or fixed:
+        if t.search == "optuna" and t.layers_grid:
             logger.info("tune.layers_grid=true: Optuna cannot enumerate a grid, so this sweep uses seeded random "
                         "search (each layer set once per sample)")
+        elif t.search == "optuna":  # Optuna refuses an empty space ("no search space has been defined")
+            logger.info("every tune.* list holds one value: nothing to search, each sample trains that one point")
         return BasicVariantGenerator(points_to_evaluate=first, max_concurrent=t.max_concurrent, random_state=t.seed)
     return ConcurrencyLimiter(OptunaSearch(points_to_evaluate=first, seed=t.seed), max_concurrent=t.max_concurrent)
 
 
+def searched(tune: TuneConfig) -> list[str]:
+    """The parameters the sweep varies (one with a single value is a constant of the space)."""
+    return [k for k, v in search_space(tune).items() if not isinstance(v, (int, float, str))]
+
+
 def first_point(config: PipelineConfig) -> dict:
-    """The profile's point, holding only the searched parameters (a fixed one is a constant of the space)."""
-    space = search_space(config.tune)
-    return {k: v for k, v in profile_point(config).items() if not isinstance(space[k], (int, float, str))}
+    """The profile's point, holding only the searched parameters."""
+    keep = searched(config.tune)
+    return {k: v for k, v in profile_point(config).items() if k in keep}
 
 
 def chosen_config(base: PipelineConfig, params: dict) -> PipelineConfig:

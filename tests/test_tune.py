@@ -103,6 +103,10 @@ def test_search_is_seeded_tpe_behind_a_concurrency_limit_or_random() -> None:
     assert isinstance(algorithm(search="random"), BasicVariantGenerator)
     # Optuna takes no grid: a layer grid runs on the random search
     assert isinstance(algorithm(layers=("layer3", "layer4"), layers_grid=True), BasicVariantGenerator)
+    # nor an empty space (Optuna raises on its first sample): every list of one value repeats that point
+    one = algorithm(layers=("layer3",), clusters=(8,), ms_alpha=(2.0,), ms_beta=(50.0,), ms_base=(1.0,),
+                    at_beta=(1000.0,), lr=(0.01,))
+    assert isinstance(one, BasicVariantGenerator)
     with pytest.raises(ConfigError, match="tune.search"):
         TuneConfig(search="grid")
 
