@@ -319,6 +319,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args)
     except (DatasetError, PublishError, PartitionError, ValueError, FileNotFoundError,
             ConnectionError) as err:  # ConnectionError: raytasks.tracking.TrackingError (server down)
+        if isinstance(err, OSError) and err.filename is None and not isinstance(err, ConnectionError):
+            raise  # an OSError naming no file (a deleted working directory, say) is a fault: keep the traceback
         # Input problems are the user's to fix: one clear line, no traceback.
         print(f"skin {args.command}: error: {err}", file=sys.stderr)
         return 2
