@@ -120,11 +120,15 @@ def _wait_for_job_agent(address: str, env: dict, timeout: float = 120) -> None:
         time.sleep(2)
 
 
-def submit(address: str, env: dict, out: Path, *options: str) -> subprocess.CompletedProcess:
-    """The smoke pipeline as a user submits it (``options`` go to jobs/pipeline.py)."""
-    command = [RAY, "job", "submit", "--address", address, "--working-dir", str(REPO_ROOT),
-               "--runtime-env", str(REPO_ROOT / "jobs" / "runtime_env.yaml"), "--",
-               "python", "jobs/pipeline.py", "--profile", "smoke", "--out", str(out), *options]
+def submit(address: str, env: dict, out: Path, *options: str, working_dir: bool = True
+           ) -> subprocess.CompletedProcess:
+    """The smoke pipeline as a user submits it (``options`` go to jobs/pipeline.py); ``working_dir=False`` runs
+    the installed project instead of shipping the code as the job's working directory."""
+    code = (["--working-dir", str(REPO_ROOT), "--runtime-env", str(REPO_ROOT / "jobs" / "runtime_env.yaml"), "--",
+             "python", "jobs/pipeline.py"] if working_dir else
+            ["--runtime-env-json", '{"env_vars": {"PYTHONUNBUFFERED": "1"}}', "--",
+             "python", str(REPO_ROOT / "jobs" / "pipeline.py")])
+    command = [RAY, "job", "submit", "--address", address, *code, "--profile", "smoke", "--out", str(out), *options]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=900, cwd=REPO_ROOT)
 
 
