@@ -32,10 +32,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 # The smoke profile, grown until it learns (see the module docstring of each test for the measured figures).
 SETTINGS = ["data.synthetic_n=1000", "teacher.epochs=3", "student.epochs=20", "student.at_beta=100",
             "partition.test_clusters=2", "tracking.enabled=false"]
-# chance is 1/8 = 0.125. Measured on 2 cores (2026-12-03, this run): the AT layer3 student 0.245 on the test
-# split, the baseline above 0.3. The AT student learns less in 20 epochs at 32 px (its AT term pulls it toward
-# a teacher of 3 epochs), so its bound is lower; both are well above chance.
-BALANCED_ACCURACY_BOUND = {"baseline": 0.3, "AT layer3": 0.2}
+# chance is 1/8 = 0.125, and a student that answers one class gets exactly that. Measured on 2 cores, two runs
+# (2026-12-03): baseline 0.30+ and 0.341, AT layer3 0.245 and 0.400 on the test split (the runs are not
+# bit-reproducible across thread schedules). Broken on purpose the same day (labels shuffled in the training
+# step) the baseline reached 0.135 and this test failed. 0.2 sits below every measured run and well above chance.
+BALANCED_ACCURACY_BOUND = {"baseline": 0.2, "AT layer3": 0.2}
 
 
 @pytest.fixture(scope="module")
