@@ -25,7 +25,7 @@ demo: install
 	$(PY) jobs/pipeline.py --profile demo
 
 test: install
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q --durations=25 $(PYTEST_ARGS)
 
 # Every benchmark at small sizes, one table (a few minutes on 2 cores); README "Benchmarks" has the full sizes.
 benchmark: install
