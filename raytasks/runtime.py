@@ -40,7 +40,7 @@ PG_CLEANER_LOGGER = "ray.train.v2._internal.execution.controller.placement_group
 
 
 def quiet_pg_cleaner() -> None:
-    """Worker setup hook for a dashboard-less local Ray: the cleaner's misses are errors only when they fail."""
+    """Worker setup hook for a dashboard-less local Ray: the cleaner logs only its errors, not each miss."""
     logging.getLogger(PG_CLEANER_LOGGER).setLevel(logging.ERROR)
 
 
