@@ -4,7 +4,11 @@ A run writes everything under ``OUT/run-<id>/`` and then writes one marker,
 ``OUT/_COMPLETE.json``, naming the config hash, the counts and the files.  The
 marker is written last, atomically (rename locally, a single PUT on S3), and
 readers only ever open the files it lists: a run killed midway leaves a
-``run-*`` folder nobody reads, which the next run removes.
+``run-*`` folder nobody reads, which the next run removes.  Once published,
+the folder keeps only the marker and its run folder: what the run needed to get
+there (Ray Train checkpoints for a resume, staged weights) is removed, because
+a model's checkpoints are several copies of its weights and nothing reads them
+again (a smoke run left 1.3 GB before, most of it checkpoints).
 """
 
 from __future__ import annotations
@@ -97,4 +101,16 @@ def publish(out: str, run: str, config_hash: str, counts: dict[str, Any],
     body = {k: v for k, v in asdict(publication).items() if k != "out"}
     storage.write_bytes(storage.join(out, MARKER), json.dumps(body, indent=2).encode())
     logger.info("published %d file(s) at %s", len(files), out)
+    remove_scratch(publication)
     return publication
+
+
+def remove_scratch(publication: Publication) -> None:
+    """Remove the sub-folders of the published folder that are not run folders (checkpoints, staging).
+
+    Run folders stay: another writer's run is only removed by the next ``start_run``, as before.
+    """
+    for name in storage.list_folders(publication.out):
+        if not name.startswith(RUN_PREFIX):
+            logger.info("removing %s: the output is published", storage.join(publication.out, name))
+            storage.delete_prefix(storage.join(publication.out, name))

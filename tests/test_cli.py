@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -301,16 +302,20 @@ def test_evaluate_an_external_dataset_by_origin(tiny_run: PipelineResult, sample
 
 
 @pytest.mark.usefixtures("ray_local")
-def test_pipeline_with_everything_on_s3(s3_bucket: str, mlflow_server: str) -> None:
+def test_pipeline_with_everything_on_s3(s3_bucket: str, mlflow_server: str, caplog: pytest.LogCaptureFixture
+                                       ) -> None:
     """Data, stage outputs, Ray Train checkpoints and (through the tracking server) MLflow artifacts on S3."""
-    result = run_pipeline(tiny_config(f"{s3_bucket}/run", variants=("layer3",),
-                                      tracking={"tracking_uri": mlflow_server, "experiment": "s3-pipeline"}))
+    with caplog.at_level(logging.INFO, logger="skin_core.publish"):
+        result = run_pipeline(tiny_config(f"{s3_bucket}/run", variants=("layer3",),
+                                          tracking={"tracking_uri": mlflow_server, "experiment": "s3-pipeline"}))
     assert result.data_path.startswith(s3_bucket) and result.preprocessed.summary.written == 120
     for stage in result.stages:
         assert all(uri.startswith(f"{s3_bucket}/run/") for uri in stage.publication.uris())
-    # Ray Train checkpoints went to the bucket too
-    assert any("checkpoint_" in key for key in storage.list_tree(f"{s3_bucket}/run/teacher"))
-    assert any("checkpoint_" in key for key in storage.list_tree(f"{s3_bucket}/run/student"))
+    # Ray Train checkpoints went to the bucket too, and were removed from it once each stage was published
+    removed = [r.getMessage() for r in caplog.records if r.getMessage().endswith("the output is published")]
+    for stage in (result.teacher, *result.students):
+        assert f"removing {stage.publication.out}/checkpoints: the output is published" in removed
+    assert not any("checkpoint_" in key for key in storage.list_tree(f"{s3_bucket}/run"))
     assert list(comparison(result.evaluation, "val").index) == ["AT layer3"]
     run = MlflowClient(mlflow_server).get_run(result.mlflow_run)
     artifacts = storage.list_tree(f"s3://{MLFLOW_BUCKET}")

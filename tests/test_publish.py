@@ -90,3 +90,15 @@ def test_an_unreadable_marker_is_an_error_not_an_empty_output(tmp_path: Path) ->
     (tmp_path / MARKER).write_text("{not json")
     with pytest.raises(PublishError, match="unreadable completion marker"):
         read_publication(str(tmp_path))
+
+
+def test_publishing_removes_the_scratch_a_run_needed_and_keeps_every_run_folder(tmp_path: Path) -> None:
+    """Checkpoints and staged weights are several copies of a model that nothing reads once the output is out."""
+    out = tmp_path / "stage"
+    run = start_run(str(out))
+    other = write_run(out, {"x.txt": b"x"})  # a concurrent writer's run: not this publication's to remove
+    for name, data in {f"{run}/a.txt": b"a", "checkpoints/checkpoint_0/model.pt": b"w", "final/kept.pt": b"k"}.items():
+        storage.write_bytes(str(out / name), data)
+    published = publish(str(out), run, "k", {})
+    assert sorted(p.name for p in out.iterdir()) == sorted([MARKER, run, other])
+    assert published.files == (f"{run}/a.txt",) and (out / run / "a.txt").read_bytes() == b"a"
