@@ -185,11 +185,12 @@ def s3_env(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 @pytest.fixture()
-def s3_bucket(s3_env: str, request: pytest.FixtureRequest) -> str:
+def s3_bucket(s3_env: str, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh bucket per test; yields ``s3://<bucket>``."""
     name = "t-" + "".join(c if c.isalnum() else "-" for c in request.node.name.lower())[:50].strip("-")
     storage.s3_client().create_bucket(Bucket=name)
-    return f"s3://{name}"
+    yield f"s3://{name}"
+    storage.delete_prefix(f"s3://{name}")  # moto keeps every object (on disk beyond a few MB) until it stops
 
 
 @pytest.fixture(scope="session")
