@@ -198,6 +198,9 @@ def ray_local(s3_server: str) -> Iterator[None]:
     """A local 2-CPU Ray whose workers see the loopback S3 server through the AWS environment."""
     import ray
 
+    from raytasks.runtime import use_train_env
+
+    use_train_env()  # as init_ray does: the suite's fits run at the pipeline's settings
     env = {"AWS_ENDPOINT_URL": s3_server, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
            "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"}
     ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": env}, logging_level="ERROR")
