@@ -24,10 +24,10 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-import torch
 from ray.data.expressions import col
 from torch import nn
 
+from raytasks.actors import BOX, AttentionScorer, Network
 from raytasks.partition import PartitionSummary, splits
 from raytasks.preprocess import PreprocessSummary, read_shards, read_table
 from raytasks.registry import resolve_model
@@ -37,17 +37,15 @@ from raytasks.student import StudentSummary
 from raytasks.teacher import WEIGHTS as TEACHER_WEIGHTS
 from raytasks.teacher import TeacherSummary, teacher_model
 from skin_core import storage
-from skin_core.attention import (TEACHER, image_scores, lesion_focus_table, mean_table, models_maps, one_image,
-                                 teacher_distances)
+from skin_core.attention import TEACHER, lesion_focus_table, mean_table, models_maps, one_image, teacher_distances
 from skin_core.attention.scores import UNIFORM
 from skin_core.classes import CLASSES
-from skin_core.config import ModelConfig, PipelineConfig, PreprocessConfig
-from skin_core.data.isic import lesion_mask_uri, read_lesion_mask
+from skin_core.config import PipelineConfig
+from skin_core.data.isic import lesion_mask_uri
 from skin_core.layers import LAYERS, LayerSet
-from skin_core.models import create_model
 from skin_core.models.bundle import ModelCard, load_bundle
 from skin_core.plots.attention import attention_panel, lesion_focus_plot
-from skin_core.preprocessing import decode_pngs, preprocess_mask, preprocess_with
+from skin_core.preprocessing import decode_pngs, preprocess_with
 
 logger = logging.getLogger(__name__)
 
@@ -55,21 +53,6 @@ PER_CLASS = 2  # validation images drawn per class
 PANEL_PREFIX = "attention_"
 SCORES, DISTANCE, FOCUS = "attention_scores.csv", "attention_distance.csv", "lesion_focus.csv"
 FOCUS_FIGURE, PANELS = "lesion_focus.png", "attention_panels.csv"
-BOX = ["crop_x0", "crop_y0", "crop_x1", "crop_y1"]  # the border crop, in the shards
-
-
-@dataclass(frozen=True)
-class Network:
-    """A network to load where it runs (driver or Ray Data actor): a student bundle, or the teacher."""
-
-    weights: str  # a student bundle folder, or the teacher's ``teacher.pt``
-    teacher: ModelConfig | None = None  # the teacher's settings (arch, embedding size); None for a student
-
-    def load(self) -> nn.Module:
-        """The network in eval mode, returning every layer's feature map."""
-        if self.teacher is not None:
-            return create_model(self.teacher, head="embedding", layers=LAYERS, weights=self.weights).eval()
-        return load_bundle(self.weights, layers=LAYERS)[0]
 
 
 def teacher_network(teacher: StageOutput[TeacherSummary]) -> Network:
@@ -112,33 +95,6 @@ def write_panels(models: dict[str, nn.Module], images: np.ndarray, names: Sequen
 
 
 # ---------------------------------------------------------------- the pipeline stage
-
-
-def lesion_mask(root: str, image_id: str, box: Sequence[int], preprocess: PreprocessConfig) -> np.ndarray | None:
-    """The image's lesion mask on the preprocessed image's pixels, or None where the dataset has none."""
-    try:
-        mask = read_lesion_mask(root, image_id)
-    except FileNotFoundError:
-        return None
-    return preprocess_mask(mask, tuple(int(v) for v in box), preprocess.size, preprocess.resize_mode)
-
-
-class AttentionScorer:
-    """Ray Data actor: the teacher and the students loaded once, per-image scores for many batches."""
-
-    def __init__(self, networks: dict[str, Network], mask_root: str, preprocess: PreprocessConfig,
-                 threads: int) -> None:
-        torch.set_num_threads(threads)
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.models = {name: network.load().to(self.device) for name, network in networks.items()}
-        self.mask_root, self.preprocess = mask_root, preprocess
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> pd.DataFrame:
-        boxes = np.stack([batch[c] for c in BOX], axis=1)
-        masks = [lesion_mask(self.mask_root, i, box, self.preprocess) if self.mask_root else None
-                 for i, box in zip(batch["image_id"], boxes)]
-        maps = models_maps(self.models, decode_pngs(list(batch["image"])), self.device)
-        return image_scores(list(batch["image_id"]), maps, masks)
 
 
 def choose_images(table: pd.DataFrame, seed: int, per_class: int = PER_CLASS) -> pd.DataFrame:

@@ -24,29 +24,27 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import ray
-import torch
 
+from raytasks.actors import KEPT, LAST, Predictor
 from raytasks.partition import PartitionSummary, splits
 from raytasks.preprocess import PreprocessSummary, read_shards, read_table, run_preprocess
 from raytasks.runtime import map_with_models
 from raytasks.stages import Stage, StageContext, StageOutput, run_stage
 from raytasks.udfs import decode_labeled
-from raytasks.student import HISTORY, LAST_WEIGHTS, StudentSummary, split_dataset
+from raytasks.student import HISTORY, StudentSummary, split_dataset
 from raytasks.tracking import TrackedRun
 from skin_core import storage
 from skin_core.classes import CLASSES
 from skin_core.config import ResourcesConfig
 from skin_core.layers import BASELINE, LayerSet
 from skin_core.metrics.classification import ClassificationReport, classification_report, comparison_table
-from skin_core.models.bundle import bundle_folder, load_bundle
+from skin_core.models.bundle import load_bundle
 from skin_core.plots.evaluation import confusion_matrix_plot, learning_curves, pr_curves
-from skin_core.training.student import predict_probs
 
 logger = logging.getLogger(__name__)
 
 SETS = ("val", "test", "HAM-test", "BCN-test")
 METRICS, METRICS_LAST, PREDICTIONS = "metrics.json", "metrics_last.json", "predictions.parquet"
-KEPT, LAST = "kept", "last"  # which weights of a student: the epoch chosen on validation, or the last one
 
 
 @dataclass(frozen=True)
@@ -54,31 +52,6 @@ class EvaluationSummary:
     """Accuracy per set and model (the full figures are in ``metrics.json``)."""
 
     accuracy: dict  # {set: {model: accuracy}}
-
-
-class Predictor:
-    """Ray Data actor holding every model to evaluate: loaded once, applied to many batches."""
-
-    def __init__(self, models: dict[str, tuple[str, str]], threads: int) -> None:
-        torch.set_num_threads(threads)
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.models = {name: _load(folder, weights).to(self.device) for name, (folder, weights) in models.items()}
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        out = {"image_id": batch["image_id"], "label_idx": batch["label_idx"]}
-        for name, model in self.models.items():
-            out[name] = predict_probs(model, batch["pixels"], self.device, amp=self.device.type == "cuda")
-        return out
-
-
-def _load(folder: str, weights: str) -> torch.nn.Module:
-    """A student bundle with its kept weights, or with the last epoch's (``last.pt`` beside them)."""
-    model, _ = load_bundle(folder)
-    if weights == LAST:
-        blob = storage.read_bytes(storage.join(bundle_folder(folder), LAST_WEIGHTS))
-        state = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
-    return model.eval()
 
 
 def predict(models: dict[str, tuple[str, str]], dataset: ray.data.Dataset, resources: ResourcesConfig) -> pd.DataFrame:

@@ -40,6 +40,7 @@ from raytasks.partition import PartitionSummary, splits
 from raytasks.preprocess import PreprocessSummary, read_shards
 from raytasks.progress import EpochProgress
 from raytasks.runtime import WorkerPlan, storage_path, worker_plan
+from raytasks.specs import StudentSpec
 from raytasks.stages import Stage, StageContext, StageOutput, is_done, run_in, stage_tags
 from raytasks.teacher import WEIGHTS as TEACHER_WEIGHTS
 from raytasks.teacher import TeacherSummary
@@ -47,21 +48,19 @@ from raytasks.tracking import TrackedRun, finishing
 from raytasks.worker import InMemorySplit, equal_steps, quiet, start_worker
 from skin_core import storage
 from skin_core.classes import CLASSES
-from skin_core.config import (AugmentConfig, ModelConfig, PipelineConfig, StudentConfig, config_hash,
-                              flatten, to_dict)
+from skin_core.config import PipelineConfig, StudentConfig, config_hash, flatten, to_dict
 from skin_core.distributed import broadcast_from_root, gather_to_root
 from skin_core.layers import LayerSet
 from skin_core.losses.attention_transfer import StudentObjective
 from skin_core.metrics.classification import classification_report
 from skin_core.models import check_transfer_layers, create_model
-from skin_core.models.bundle import WEIGHTS_FILE, ModelCard, save_bundle
+from skin_core.models.bundle import LAST_WEIGHTS, WEIGHTS_FILE, ModelCard, save_bundle
 from skin_core.training.schedule import scheduled
 from skin_core.training.student import class_weights, freeze, predict_probs, train_epoch
 
 logger = logging.getLogger(__name__)
 
 HISTORY = "history.csv"
-LAST_WEIGHTS = "last.pt"  # the last epoch's weights, beside the kept (best) ones
 FINAL = "final"  # in a variant's stage folder: what rank 0 wrote when the variant ended, before publication
 KEPT_FILE, HISTORY_FILE = "kept.pt", "history.json"
 
@@ -77,31 +76,6 @@ class StudentSummary:
     last: float  # the validation metric of the last epoch
     val_split: str = "val"  # the split those metrics are on: the partition's val, or the sweep's ranking hold-out
     val_rows: str = ""  # hash of that split's image ids: two students with the same hash were scored on the same rows
-
-
-@dataclass(frozen=True)
-class StudentSpec:
-    """What each worker needs to train one variant."""
-
-    model: ModelConfig
-    student: StudentConfig
-    augment: AugmentConfig
-    variant: str
-    teacher_weights: str  # "" for the baseline
-    class_weights: tuple[float, ...]
-    seed: int
-    amp: bool
-    threads: int
-    batch_size: int  # per worker: the global batch split over the workers
-    final_dir: str  # where rank 0 writes the variant's weights and history when it ends
-
-    @property
-    def layers(self) -> tuple[str, ...]:
-        return LayerSet.parse(self.variant).layers
-
-    @property
-    def beta(self) -> float:
-        return 0.0 if LayerSet.parse(self.variant).is_baseline else self.student.at_beta
 
 
 # ---------------------------------------------------------------- worker side

@@ -37,10 +37,11 @@ from raytasks.udfs import decode_for_teacher
 from raytasks.preprocess import PreprocessSummary, read_shards, read_table
 from raytasks.progress import EpochProgress
 from raytasks.runtime import WorkerPlan, storage_path, worker_plan
+from raytasks.specs import TeacherSpec
 from raytasks.stages import Stage, StageContext, StageOutput
 from raytasks.worker import equal_steps, load_shard, quiet, start_worker
 from skin_core.clustering import cluster_nmi
-from skin_core.config import ModelConfig, PipelineConfig, TeacherConfig, flatten, to_dict
+from skin_core.config import ModelConfig, PipelineConfig, flatten, to_dict
 from skin_core.preprocessing.pipeline import decode_pngs
 from skin_core.publish import PublishError
 from skin_core.losses import MultiSimilarityCriterion
@@ -70,18 +71,6 @@ class TeacherSummary:
     knn_init_balanced_accuracy: float = float("nan")
     purity: float = float("nan")
     nmi_label: float = float("nan")
-
-
-@dataclass(frozen=True)
-class TeacherSpec:
-    """What each worker needs; plain frozen dataclasses travel to workers intact."""
-
-    model: ModelConfig
-    teacher: TeacherConfig
-    seed: int
-    amp: bool
-    threads: int
-    batch_size: int  # per worker: the global batch split over the workers
 
 
 # ---------------------------------------------------------------- worker side

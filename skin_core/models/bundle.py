@@ -20,6 +20,7 @@ from skin_core.models.classifier import Classifier
 from skin_core.publish import read_publication
 
 WEIGHTS_FILE, CARD_FILE = "student.pt", "model.json"
+LAST_WEIGHTS = "last.pt"  # the student stage's last epoch's weights, beside the kept (best) ones
 
 
 @dataclass(frozen=True)
