@@ -59,7 +59,6 @@ def _load(folder: str, weights: str) -> torch.nn.Module:
     return model.eval()
 
 
-
 # ---------------------------------------------------------------- attention
 
 
