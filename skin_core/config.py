@@ -22,7 +22,7 @@ from typing import Any, Mapping, Sequence, TypeVar
 import yaml
 
 from skin_core.classes import ORIGINS
-from skin_core.layers import LAYERS, LayerSet  # noqa: F401 - LAYERS is imported from here too
+from skin_core.layers import LayerSet
 
 T = TypeVar("T")
 

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import torch
 
-from raytasks.attention import attention_panels, choose_images, panel_names
+from raytasks.attention import choose_images, panel_names
 from raytasks.stages import Stage, run_stage
 from raytasks.teacher import WEIGHTS, TeacherSummary
 from raytasks.tracking import TrackedRun

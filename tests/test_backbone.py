@@ -6,7 +6,7 @@ import pytest
 import torch
 from torchvision import models
 
-from skin_core.config import LAYERS
+from skin_core.layers import LAYERS
 from skin_core.models import Backbone, WeightsError, WeightsUnavailable, check_transfer_layers, layer_grid, load_backbone_weights
 from skin_core.models.weights import imagenet_cache_path
 

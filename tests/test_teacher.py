@@ -14,11 +14,10 @@ from conftest import killing_a_train_worker
 from raytasks.preprocess import PreprocessSummary, read_table, run_preprocess
 from raytasks.capacity import Capacity
 from raytasks.runtime import ResourceError, WorkerPlan, check_capacity, plan_workers
-from raytasks.stages import StageOutput, load_output, run_stage
+from raytasks.stages import StageOutput, run_stage
 from raytasks.teacher import (ASSIGNMENTS, HISTORY, MONTAGE, MONTAGE_PER_ROW, MONTAGE_TABLE, WEIGHTS, TeacherSummary,
                               montage_members, teacher_stage)
 from raytasks.tracking import TrackedRun
-from skin_core import storage
 from skin_core.config import PipelineConfig, PreprocessConfig, ResourcesConfig, from_dict
 from skin_core.losses import MultiSimilarityCriterion
 from skin_core.models import Backbone

@@ -27,7 +27,7 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure, SubFigure
 
-from skin_core.config import LAYERS
+from skin_core.layers import LAYERS
 from skin_core.plots.evaluation import MODEL_COLOURS, new_figure, save
 
 logger = logging.getLogger(__name__)
