@@ -76,6 +76,14 @@ def test_a_pooled_gain_that_one_seed_reverses_is_not_called_an_improvement() -> 
     assert "seeds disagree in sign" in said and "supports an improvement" not in said
 
 
+def test_gains_too_small_to_show_at_three_decimals_still_count_as_agreeing_seeds() -> None:
+    """15 images of 40,000 per seed: +0.000375, printed +0.000; the verdict reads the numbers, not the print."""
+    diffs = paired_differences(constructed(gain=15, n=40_000), n_boot=100)
+    acc = diffs[(diffs["set"] == "HAM-test") & (diffs["metric"] == "accuracy")].iloc[0]
+    assert acc["per_seed"] == "+0.000, +0.000, +0.000" and acc["low"] > 0 and acc["seeds_agree"] == 1
+    assert "supports an improvement" in verdict(diffs, "HAM-test", "accuracy")
+
+
 def test_a_consistent_loss_contradicts_the_improvement() -> None:
     diffs = paired_differences(constructed(gain=-60), n_boot=500)
     assert "contradicts it" in verdict(diffs, "HAM-test", "accuracy")

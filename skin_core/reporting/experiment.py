@@ -94,8 +94,14 @@ def paired_differences(results: Sequence[SeedResult], n_boot: int = 2000, confid
                 rows.append({"variant": LayerSet.parse(variant).display_name, "set": set_name, "metric": metric,
                              "difference": d.observed, "low": d.low, "high": d.high,
                              "per_seed": ", ".join(f"{x:+.3f}" for x in d.per_seed),
+                             "seeds_agree": _common_sign(d.per_seed),
                              "excludes_zero": d.excludes_zero, "images": sum(len(run[0]) for run in runs)})
     return pd.DataFrame(rows)
+
+
+def _common_sign(values: Sequence[float]) -> int:
+    """+1 when every value is above 0, -1 when every one is below, else 0 (from the numbers, not their rounding)."""
+    return 1 if all(x > 0 for x in values) else -1 if all(x < 0 for x in values) else 0
 
 
 def verdict(diffs: pd.DataFrame, set_name: str, metric: str) -> str:
@@ -107,10 +113,9 @@ def verdict(diffs: pd.DataFrame, set_name: str, metric: str) -> str:
     lines = []
     for row in diffs[(diffs["set"] == set_name) & (diffs["metric"] == metric)].itertuples():
         ci = f"{row.difference:+.3f} (95% CI {row.low:+.3f} to {row.high:+.3f}; per seed {row.per_seed})"
-        per_seed = [float(x) for x in str(row.per_seed).split(",") if x.strip()]
-        if row.low > 0 and all(x > 0 for x in per_seed):
+        if row.low > 0 and row.seeds_agree > 0:
             word = "supports an improvement"
-        elif row.high < 0 and all(x < 0 for x in per_seed):
+        elif row.high < 0 and row.seeds_agree < 0:
             word = "contradicts it: attention transfer is worse"
         elif row.low > 0 or row.high < 0:
             word = "cannot tell: the interval excludes 0 but the seeds disagree in sign"
