@@ -22,7 +22,7 @@ import pytest
 from ray.cluster_utils import AutoscalingCluster
 
 from conftest import _free_port
-from test_job_submit import RAY, head_env, head_temp_dir, stage_lines, start_head, stop_head, submit, succeeded
+from test_job_submit import RAY, head_env, head_temp_dir, stage_status, start_head, stop_head, submit, succeeded
 
 pytestmark = pytest.mark.slow
 
@@ -127,7 +127,6 @@ def test_pipeline_scales_an_empty_cluster_up_and_a_resubmission_after_scale_down
     again = submit(address, env, tmp_path / "run", "--set", "student.lr=0.02", "--set", "student.variants=[baseline]",
                    working_dir=False)
     assert again.returncode == 0 and succeeded(again.stdout), (again.stdout + again.stderr)[-4000:]
-    ran = {line.split()[0]: line.split()[1] for line in stage_lines(again.stdout)}
-    assert ran == {"preprocess": "reused", "teacher": "reused", "partition": "reused", "student:baseline": "ran",
-                   "evaluation": "ran", "attention": "ran"}
+    assert stage_status(again.stdout) == {"preprocess": "reused", "teacher": "reused", "partition": "reused",
+                                          "student:baseline": "ran", "evaluation": "ran", "attention": "ran"}
     assert len(worker_nodes(address, env)) > len(scaled)  # new worker nodes were launched for it

@@ -136,15 +136,15 @@ def succeeded(stdout: str) -> bool:
     return re.search(r"Job 'raysubmit_\w+' succeeded", stdout) is not None
 
 
-def stage_lines(stdout: str) -> list[str]:
-    """The lines of the pipeline's stage list: ``name ran|reused folder``, one per stage."""
+def stage_status(stdout: str) -> dict[str, str]:
+    """The pipeline's stage list, ``name ran|reused folder`` one per line, as {name: ran | reused}."""
     lines = stdout.splitlines()
-    start = lines.index("stages") + 1
-    listed = []
-    for line in lines[start:]:
-        if len(line.split()) < 2 or line.split()[1] not in ("ran", "reused"):
+    listed = {}
+    for line in lines[lines.index("stages") + 1:]:
+        words = line.split()
+        if len(words) < 2 or words[1] not in ("ran", "reused"):
             break
-        listed.append(line)
+        listed[words[0]] = words[1]
     return listed
 
 
@@ -169,8 +169,7 @@ def test_submitted_pipeline_succeeds_registers_the_model_and_reruns_from_reused_
 
     again = submit(address, env, tmp_path / "run")
     assert again.returncode == 0 and succeeded(again.stdout), (again.stdout + again.stderr)[-4000:]
-    ran = {line.split()[0]: line.split()[1] for line in stage_lines(first.stdout)}
-    reused = {line.split()[0]: line.split()[1] for line in stage_lines(again.stdout)}
+    ran, reused = stage_status(first.stdout), stage_status(again.stdout)
     assert set(ran.values()) == {"ran"} and set(reused.values()) == {"reused"}
     assert set(reused) == set(ran) == {"preprocess", "teacher", "partition", "student:baseline", "student:layer3",
                                        "evaluation", "attention"}
