@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import math
 import time
 from dataclasses import dataclass
 from typing import Iterator
@@ -69,9 +68,12 @@ def _whole_cluster_for_one_operator() -> Iterator[None]:
 
 
 def _write_shards(manifest: Manifest, shards: str, config: PreprocessConfig) -> None:
-    blocks = max(1, math.ceil(len(manifest) / config.batch_size))
+    # one block per batch, cut here: from_pandas(override_num_blocks=...) cuts with np.array_split, which warns
+    # (FutureWarning, DataFrame.swapaxes) on every run
+    frame, size = manifest.frame, config.batch_size
+    blocks = [frame.iloc[start:start + size] for start in range(0, len(frame), size)] or [frame]
     with _whole_cluster_for_one_operator():
-        dataset = ray.data.from_pandas(manifest.frame, override_num_blocks=blocks)
+        dataset = ray.data.from_pandas(blocks)
         dataset = dataset.map_batches(preprocess_block, fn_kwargs={"config": config}, batch_format="pandas",
                                       batch_size=config.batch_size, num_cpus=1)
         dataset.write_parquet(shards, min_rows_per_file=ROWS_PER_SHARD)
