@@ -79,6 +79,11 @@ def tiny_run(ray_local: None, tmp_path_factory: pytest.TempPathFactory):  # noqa
     return run_pipeline(tiny_config(str(tmp_path_factory.mktemp("tiny") / "run")))
 
 
+def run_folder(result) -> Path:  # noqa: ANN001 - a PipelineResult
+    """The output folder a pipeline run wrote (its stages' parent)."""
+    return Path(result.preprocessed.publication.out.rsplit("/preprocessed/", 1)[0])
+
+
 def _registered_state(checkpoints: Path, accept: Callable[[dict], bool]) -> bool:
     """Whether Ray Train's manager has recorded (not merely begun to write) a checkpoint whose state is accepted."""
     for snapshot in checkpoints.rglob("checkpoint_manager_snapshot.json"):

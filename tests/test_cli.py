@@ -22,7 +22,7 @@ from raytasks.pipeline import PipelineResult, run_pipeline
 from raytasks.stages import load_output
 from raytasks.student import HISTORY
 from raytasks.teacher import ASSIGNMENTS
-from conftest import MLFLOW_BUCKET, tiny_config
+from conftest import MLFLOW_BUCKET, run_folder, tiny_config
 from mlflow import MlflowClient
 from skin_cli.main import main
 from skin_core import storage
@@ -158,10 +158,6 @@ def test_evaluation_writes_the_paper_tables_and_figures(tiny_run: PipelineResult
         assert heading in page
     assert page.count("data:image/png;base64,") >= 1 + 4 + 8 + 2  # montage, PR per set, confusions, curves
     assert f"{tiny_run.report.split('report           ')[1].split()[0]}" == str(run_folder(tiny_run) / "report.html")
-
-
-def run_folder(result: PipelineResult) -> Path:
-    return Path(result.preprocessed.publication.out.rsplit("/preprocessed/", 1)[0])
 
 
 def test_pipeline_is_tracked_in_mlflow_and_registers_the_best_student(tiny_run: PipelineResult) -> None:
@@ -351,34 +347,3 @@ def test_skin_preprocess_and_teacher_find_the_pipelines_outputs_and_partition_sp
     again = load_output(str(tmp_path / "partition"), PartitionSummary)
     assert again.key == tiny_run.partition.key and again.summary == s
     pd.testing.assert_frame_equal(splits(again), splits(tiny_run.partition))
-
-
-@pytest.mark.slow
-def test_skin_tune_runs_a_trial_on_the_pipelines_stages(tiny_run: PipelineResult) -> None:
-    """One trial with the smoke profile's own settings, tracking off, run as a user runs it (its own local Ray):
-    it reuses the pipeline's stages, is ranked on the ranking hold-out (so its student is not the pipeline's,
-    which validated on the cluster partition), the table shows the kept epoch's hold-out metric, nothing is
-    registered, and the closing note gives the pipeline command."""
-    single = {"tune.num_samples": "1", "tune.layers": "[layer3]", "tune.clusters": "[8]", "tune.ms_alpha": "[2.0]",
-              "tune.ms_beta": "[50.0]", "tune.ms_base": "[1.0]", "tune.at_beta": "[1000.0]", "tune.lr": "[0.01]"}
-    sets = [arg for key, value in {**single, "tracking.enabled": "false"}.items() for arg in ("--set", f"{key}={value}")]
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
-    tuned = subprocess.run([sys.executable, "-m", "skin_cli", "tune", "--profile", "smoke",
-                            "--out", str(run_folder(tiny_run)), *sets],
-                           capture_output=True, text=True, timeout=900, env=env)
-    assert tuned.returncode == 0, (tuned.stdout + tuned.stderr)[-4000:]
-    out = tuned.stdout
-    best = next(line for line in out.splitlines() if line.startswith("best student: "))
-    folder = best.removeprefix("best student: ")
-    assert "registered as" not in best  # tracking is off
-    assert folder != tiny_run.students[1].folder  # validated on the hold-out, not on the partition's val
-    assert "ranking hold-out" in out and "skin pipeline" in out
-    assert "preprocess: reusing" in tuned.stderr  # the trial read the pipeline's stages, not new ones
-    assert "Failed to query Ray Train Controller" not in tuned.stderr  # quiet without the dashboard (runtime.py)
-    lines = out.splitlines()  # Ray Tune's own status lines come first; the summary table last
-    start = max(i for i, line in enumerate(lines) if line.split()[:1] == ["trial"])
-    header, row = lines[start:start + 2]
-    metric = float(row.split()[header.split().index("val_balanced_accuracy")])
-    history = pd.read_csv(storage.join(folder, "history.csv"))
-    assert metric == pytest.approx(history["val_balanced_accuracy"].max(), abs=1e-4)
-    assert "ok" in row.split()

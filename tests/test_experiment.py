@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import tiny_config
+from conftest import run_folder, tiny_config
 from raytasks.experiment import JSON, MARKDOWN, SEEDS_CSV, run_experiment, seed_configs, write_results
+from raytasks.pipeline import PipelineResult
 from skin_core.config import ExperimentConfig
 
 
@@ -25,12 +26,14 @@ def test_seed_configs_move_teacher_partition_and_students_together_or_keep_the_p
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("ray_local")
-def test_two_seeds_two_variants_write_the_comparison(tmp_path: Path) -> None:
-    config = tiny_config(str(tmp_path / "run"), tracking={"enabled": False})
+def test_two_seeds_two_variants_write_the_comparison(tiny_run: PipelineResult, tmp_path: Path) -> None:
+    """On a finished pipeline's output (the smoke profile at seed 0), as a user would run it after a pipeline."""
+    config = tiny_config(str(run_folder(tiny_run)), tracking={"enabled": False})
     config = replace(config, experiment=ExperimentConfig(seeds=(0, 1), fixed_partition=True, n_boot=200))
     result = run_experiment(config)
     first, second = result.seeds
+    # seed 0 is the pipeline's own run: every stage of it is reused, nothing is trained again
+    assert all(s.reused for s in first.stages) and first.teacher.folder == tiny_run.teacher.folder
     # a fixed partition: one teacher and one partition shared; the students differ by seed
     assert first.teacher.folder == second.teacher.folder and second.teacher.reused
     assert {s.summary.variant for s in first.students} == {"baseline", "layer3"}

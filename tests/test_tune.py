@@ -18,15 +18,17 @@ from mlflow import MlflowClient
 from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
-from conftest import REPO_ROOT, tiny_config
+from conftest import REPO_ROOT, run_folder, tiny_config
 from raytasks.partition import PartitionSummary, splits
+from raytasks.pipeline import PipelineResult
 from raytasks.preprocess import PreprocessSummary, read_table
 from raytasks.settings import PROFILE_DIRS
 from raytasks.stages import load_output
-from raytasks.student import StudentSummary, rows_hash
+from raytasks.student import HISTORY, StudentSummary, rows_hash
 from raytasks.teacher import TeacherSummary
 from raytasks.tune import chosen_config, pipeline_command, run_tune, search_algorithm, search_space, sweep_path
 from skin_cli.main import main
+from skin_core import storage
 from skin_core.classes import CLASSES
 from skin_core.config import ConfigError, PipelineConfig, TuneConfig, load_config, profile_path, to_dict
 from skin_core.partitioning.clusters import ranking_holdout
@@ -149,16 +151,18 @@ def published(out: Path, kind: str, summary: type) -> list:
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("ray_local")
-def test_optuna_runs_three_trials_ranked_on_the_same_rows_whatever_their_k(tmp_path: Path) -> None:
+def test_optuna_trials_with_different_k_are_ranked_on_the_same_rows(tmp_path: Path) -> None:
+    """Seeded TPE (seed 0) draws K = 8 then K = 4 here, each with its own learning rate: two teachers and two
+    cluster partitions, one ranking hold-out.  (A teacher shared by two trials: the tracked sweep's test.)"""
     out = tmp_path / "sweep"
     config = tiny_config(str(out), tracking={"enabled": False})
-    tune = replace(config.tune, num_samples=3, clusters=(4, 8), layers=("layer3",), ms_alpha=(2.0,), ms_beta=(50.0,),
+    tune = replace(config.tune, num_samples=2, clusters=(4, 8), layers=("layer3",), ms_alpha=(2.0,), ms_beta=(50.0,),
                    ms_base=(1.0,), at_beta=(1000.0,), lr=(0.003, 0.03), search="optuna", seed=0,
                    grace_period=2)  # ASHA may not stop a trial before it publishes its student
     result = run_tune(replace(config, tune=tune))
     table = result.table
-    assert len(table) == 3 and (table["status"] == "ok").all(), table.to_string()
-    assert table["lr"].nunique() == 3 and table["clusters"].nunique() == 2  # TPE's draws: two teachers, ...
+    assert len(table) == 2 and (table["status"] == "ok").all(), table.to_string()
+    assert table["lr"].nunique() == 2 and table["clusters"].nunique() == 2  # TPE's draws: two teachers, ...
     assert len(published(out, "teacher", TeacherSummary)) == 2
     partitions = published(out, "partition", PartitionSummary)
     assert len(partitions) == 2  # ... two cluster partitions ...
@@ -168,13 +172,15 @@ def test_optuna_runs_three_trials_ranked_on_the_same_rows_whatever_their_k(tmp_p
     # ... and one set of ranking rows: what each trial reported, each student validated on, each partition reserved
     assert set(table["val_rows"]) == {rows_hash(list(held))}
     students = published(out, "student", StudentSummary)
-    assert len(students) == 3 and {(s.summary.val_split, s.summary.val_rows) for s in students} == {
+    assert len(students) == 2 and {(s.summary.val_split, s.summary.val_rows) for s in students} == {
         ("holdout", rows_hash(list(held)))}
     for partition in partitions:  # reserved before the cluster split: no trial's student trained on them
         split = splits(partition)
         assert set(split.loc[split["split"] == "holdout", "image_id"]) == held
         assert not held & set(split.loc[split["split"].isin(["train", "val", "test"]), "image_id"])
     assert "skin pipeline --profile smoke" in result.note and f"{len(held)} images" in result.note
+    assert result.mlflow_run == "" and result.registered == ""  # tracking off: no run, nothing registered
+    assert not (out / "mlflow.db").exists()
 
 
 @pytest.mark.slow
@@ -228,15 +234,31 @@ def _session(proc) -> int:
         return -1
 
 
+# A sweep of the smoke profile's own teacher on a finished pipeline's output: the trials reuse its preprocessing
+# and teacher, and only the students differ (two learning rates drawn by TPE).
+ON_THE_PIPELINE = {"tune.num_samples": "2", "tune.layers": "[layer3]", "tune.clusters": "[8]",
+                   "tune.ms_alpha": "[2.0]", "tune.ms_beta": "[50.0]", "tune.ms_base": "[1.0]",
+                   "tune.at_beta": "[1000.0]", "tune.lr": "[0.003, 0.03]", "tune.grace_period": "2"}
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(1500)
-def test_a_killed_driver_resumes_without_rerunning_finished_trials(tmp_path: Path) -> None:
-    out = tmp_path / "sweep"
+def test_skin_tune_on_a_pipeline_s_stages_resumes_after_its_driver_is_killed(tiny_run: PipelineResult,
+                                                                             tmp_path: Path) -> None:
+    """``skin tune`` as a user runs it (a subprocess with its own local Ray) on a finished pipeline's output,
+    tracked in a store of its own (the pipeline's registry stays as it was).  The driver's whole session is
+    killed after the first of two trials; the same command resumes the sweep without running that trial again,
+    reopens and finishes the parent run, and ends with the summary: trials ranked on the ranking hold-out (so
+    the best student is not the pipeline's, which validated on the cluster partition), the kept epoch's
+    hold-out metric in the table, and the pipeline command that rebuilds the best trial."""
+    out = run_folder(tiny_run)
+    overrides = [f"{key}={value}" for key, value in {
+        **ON_THE_PIPELINE, "tracking.tracking_uri": f"sqlite:///{tmp_path / 'sweep.db'}"}.items()]
     command = [sys.executable, "-m", "skin_cli", "tune", "--profile", "smoke", "--out", str(out),
-               "--set", "tune.num_samples=2", "--set", "tune.clusters=[4]", "--set", "tune.grace_period=2"]
+               *(arg for override in overrides for arg in ("--set", override))]
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
     env["PYTHONPATH"] = str(REPO_ROOT)
-    path = Path(sweep_path(checked_space(smoke(out, "tune.num_samples=2", "tune.clusters=[4]", "tune.grace_period=2"))))
+    path = Path(sweep_path(checked_space(smoke(out, *overrides))))
     with (tmp_path / "first.log").open("w") as log:
         first = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         try:
@@ -247,6 +269,7 @@ def test_a_killed_driver_resumes_without_rerunning_finished_trials(tmp_path: Pat
                 time.sleep(1)
         finally:
             kill_session(first)
+    assert "preprocess: reusing" in (tmp_path / "first.log").read_text()
     finished = {t for t, status in experiment_trials(path).items() if status == "TERMINATED"}
     assert len(finished) == 1  # killed mid-sweep, after the first of two trials
     results = {t: _result_lines(path, t) for t in finished}
@@ -254,14 +277,32 @@ def test_a_killed_driver_resumes_without_rerunning_finished_trials(tmp_path: Pat
     again = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1200)
     assert again.returncode == 0, (again.stdout + again.stderr)[-4000:]
     assert "resuming the sweep" in again.stderr
+    assert "Failed to query Ray Train Controller" not in again.stderr  # quiet without the dashboard (runtime.py)
     final = experiment_trials(path)
     assert len(final) == 2 and set(final.values()) == {"TERMINATED"}
     assert {t: _result_lines(path, t) for t in finished} == results  # finished trials were not run again
-    rows = [line.split() for line in again.stdout.splitlines() if line.split()[:1] and line.split()[0] in final]
-    assert sorted((row[0], row[-1]) for row in rows) == sorted((t, "ok") for t in final)  # the closing table
-    client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    lines = again.stdout.splitlines()  # Ray Tune's own status lines come first; the summary table last
+    start = max(i for i, line in enumerate(lines) if line.split()[:1] == ["trial"])
+    header, *rows = lines[start:start + 3]
+    assert sorted((row.split()[0], row.split()[-1]) for row in rows) == sorted((t, "ok") for t in final)
+    best = next(line for line in lines if line.startswith("best student: "))
+    folder, registered = best.removeprefix("best student: ").split("; registered as ")
+    assert folder not in {s.folder for s in tiny_run.students}  # ranked on the hold-out, not the partition's val
+    # the trials trained no teacher of their own: the pipeline's is the only one
+    assert [d.name for d in (out / "teacher").iterdir() if d.is_dir()] == [Path(tiny_run.teacher.out).name]
+    history = pd.read_csv(storage.join(folder, HISTORY))
+    column = header.split().index("val_balanced_accuracy")
+    assert max(float(row.split()[column]) for row in rows) == pytest.approx(
+        history["val_balanced_accuracy"].max(), abs=1e-4)  # the table shows the kept epoch's figure
+    assert "ranking hold-out" in again.stdout and "skin pipeline --profile smoke" in again.stdout
+    client = MlflowClient(f"sqlite:///{tmp_path / 'sweep.db'}")
     (parent,) = client.search_runs([client.get_experiment_by_name("skin-lesion").experiment_id], "tags.kind = 'sweep'")
     assert parent.info.status == "FINISHED"  # the interrupted parent run was reopened and finished
+    name, version = registered.split("/")
+    assert client.get_model_version_by_alias(name, "champion").version == version
+    pipeline = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")  # the pipeline's own store saw no sweep
+    assert not pipeline.search_runs([pipeline.get_experiment_by_name("skin-lesion").experiment_id],
+                                    "tags.kind = 'sweep'")
 
 
 def _result_lines(path: Path, trial_id: str) -> int:
