@@ -299,7 +299,7 @@ def test_skin_tune_on_a_pipeline_s_stages_resumes_after_its_driver_is_killed(tin
     (parent,) = client.search_runs([client.get_experiment_by_name("skin-lesion").experiment_id], "tags.kind = 'sweep'")
     assert parent.info.status == "FINISHED"  # the interrupted parent run was reopened and finished
     name, version = registered.split("/")
-    assert client.get_model_version_by_alias(name, "champion").version == version
+    assert str(client.get_model_version_by_alias(name, "champion").version) == version
     pipeline = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")  # the pipeline's own store saw no sweep
     assert not pipeline.search_runs([pipeline.get_experiment_by_name("skin-lesion").experiment_id],
                                     "tags.kind = 'sweep'")
