@@ -69,9 +69,9 @@ def _whole_cluster_for_one_operator() -> Iterator[None]:
 
 def _write_shards(manifest: Manifest, shards: str, config: PreprocessConfig) -> None:
     # one block per batch, cut here: from_pandas(override_num_blocks=...) cuts with np.array_split, which warns
-    # (FutureWarning, DataFrame.swapaxes) on every run
+    # (FutureWarning, DataFrame.swapaxes) on every run. Never empty: preprocess_stage refuses an empty manifest.
     frame, size = manifest.frame, config.batch_size
-    blocks = [frame.iloc[start:start + size] for start in range(0, len(frame), size)] or [frame]
+    blocks = [frame.iloc[start:start + size] for start in range(0, len(frame), size)]
     with _whole_cluster_for_one_operator():
         dataset = ray.data.from_pandas(blocks)
         dataset = dataset.map_batches(preprocess_block, fn_kwargs={"config": config}, batch_format="pandas",
