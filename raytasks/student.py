@@ -45,7 +45,7 @@ from raytasks.stages import Stage, StageContext, StageOutput, is_done, run_in, s
 from raytasks.teacher import WEIGHTS as TEACHER_WEIGHTS
 from raytasks.teacher import TeacherSummary
 from raytasks.tracking import TrackedRun, finishing
-from raytasks.worker import InMemorySplit, equal_steps, quiet, start_worker
+from raytasks.worker import InMemorySplit, equal_steps, quiet, start_worker, step_metrics
 from skin_core import storage
 from skin_core.classes import CLASSES
 from skin_core.config import PipelineConfig, StudentConfig, config_hash, flatten, to_dict
@@ -146,7 +146,7 @@ def _train_variant(spec: StudentSpec, train: InMemorySplit, val: InMemorySplit, 
         validation = _validate(model, val, device, spec.amp)
         metrics = {"variant": spec.variant, "epoch": epoch, "attempt_first_epoch": first, "lr": lr, **stats,
                    "train_s": train_s, "val_s": time.perf_counter() - start - train_s, "world_size": world,
-                   "images_per_s": steps * spec.batch_size * world / train_s, **validation}
+                   **step_metrics(steps, spec.batch_size, train_s), **validation}
         if best_state is None or metrics[f"val_{s.select_metric}"] > best:
             best, best_state = metrics[f"val_{s.select_metric}"], copy.deepcopy(unwrap(model).state_dict())
         history = [*history, metrics]

@@ -39,7 +39,7 @@ from raytasks.progress import EpochProgress
 from raytasks.runtime import WorkerPlan, storage_path, worker_plan
 from raytasks.specs import TeacherSpec
 from raytasks.stages import Stage, StageContext, StageOutput
-from raytasks.worker import equal_steps, load_shard, quiet, start_worker
+from raytasks.worker import equal_steps, load_shard, quiet, start_worker, step_metrics
 from skin_core.clustering import cluster_nmi
 from skin_core.config import ModelConfig, PipelineConfig, flatten, to_dict
 from skin_core.preprocessing.pipeline import decode_pngs
@@ -114,8 +114,7 @@ def _epoch(spec: TeacherSpec, epoch: int, model, optimizer, criterion, shard: di
                             batch_size=spec.batch_size, steps=steps, seed=spec.seed, epoch=epoch, device=device,
                             amp=spec.amp)
     train_s = time.perf_counter() - clustered
-    world = ray.train.get_context().get_world_size()
-    speed = {"images_per_s": steps * spec.batch_size * world / train_s} if stats else {}
+    speed = step_metrics(steps, spec.batch_size, train_s) if stats else {}
     times = {"extract_s": extracted - start, "kmeans_s": clustered - extracted, "train_s": train_s}
     return clusters, {**stats, **times, **speed, **clusters.quality}
 

@@ -82,3 +82,10 @@ class InMemorySplit:
 def equal_steps(count: int, batch_size: int) -> int:
     """Full batches per epoch that every rank can take: the smallest shard decides."""
     return max(1, all_min(count) // batch_size)
+
+
+def step_metrics(steps: int, batch_size: int, train_s: float) -> dict[str, float]:
+    """What one epoch's optimisation was, whatever the worker plan: the steps each rank took, the global batch
+    (this rank's times the world size) and the images per second over all ranks."""
+    global_batch = batch_size * ray.train.get_context().get_world_size()
+    return {"steps": steps, "global_batch": global_batch, "images_per_s": steps * global_batch / train_s}

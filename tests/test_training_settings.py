@@ -1,8 +1,8 @@
 """The worker plan changes speed, not results; the GPU check's dry run.
 
 The student trains at the new settings (``resources.num_workers=0``: one worker using every core) and at
-the old ones (2 workers × 0.5 CPU, DDP over gloo) on the same synthetic data with the same seed, and at the
-new settings with a second seed.  All three share one preprocessing, teacher and partition.
+the old ones (2 workers × 0.5 CPU, DDP over gloo) on the same synthetic data with the same seed.  Both share
+one preprocessing, teacher and partition.
 """
 
 from __future__ import annotations
@@ -21,11 +21,19 @@ from raytasks import workflow
 from raytasks.student import HISTORY, train_students
 from raytasks.tracking import TrackedRun
 from skin_core.config import PipelineConfig, ResourcesConfig, from_dict
+from skin_core.training.schedule import warmup_cosine
 
 REPO = Path(__file__).resolve().parents[1]
 OLD = ResourcesConfig(num_workers=2, cpus_per_worker=0.5)  # before issue 12: DDP between 1-thread workers
 NEW = ResourcesConfig(num_workers=0, cpus_per_worker=1.0)  # auto: one worker per CPU node, every core
 EPOCHS = 3
+GLOBAL_BATCH = 32
+# The mean training loss over the 3 epochs varies with the seed and the worker plan by this much at most in
+# 7 runs measured on 2 cores (seeds 0-3 at the new settings, 0-2 at the old: means 1.40-1.60, sd 0.075, the
+# largest pairwise difference 0.205).  At 0.35 a run pair of either plan exceeds it about once in a thousand;
+# a doubled learning rate moved the mean by +0.49 (1.99), which it catches most of the time.  A global batch of
+# 64 (1.62) or a halved rate (1.47) stay within seed noise at 3 epochs: the step check below catches those.
+MEAN_LOSS_TOLERANCE = 0.35
 
 
 def base_config(out: Path) -> PipelineConfig:
@@ -36,54 +44,62 @@ def base_config(out: Path) -> PipelineConfig:
         "model": {"arch": "resnet18", "embedding_dim": 16},
         "teacher": {"epochs": 1, "clusters": 8, "pca_dim": 8, "batch_size": 32},
         "partition": {"test_clusters": 1},
-        "student": {"epochs": EPOCHS, "batch_size": 32, "variants": ["baseline"]}})
+        "student": {"epochs": EPOCHS, "batch_size": GLOBAL_BATCH, "variants": ["baseline"]}})
 
 
 @pytest.fixture(scope="module")
 def histories(ray_local: None, tmp_path_factory: pytest.TempPathFactory) -> dict[str, pd.DataFrame]:
-    """The baseline student's history at (settings, seed) = (new, 0), (old, 0) and (new, 1)."""
+    """The baseline student's history at the new and at the old settings, seed 0."""
     root = tmp_path_factory.mktemp("settings")
     config = base_config(root)
     tracker = TrackedRun()
     preprocessed = workflow.prepare(config, tracker).preprocessed
     teacher, partition = workflow.teacher_and_partition(config, preprocessed, tracker)
-    runs = {"new-0": (NEW, 0), "old-0": (OLD, 0), "new-1": (NEW, 1)}
     out = {}
-    for name, (resources, seed) in runs.items():
-        at = replace(config, resources=resources, seed=seed)
-        [student] = train_students(preprocessed, teacher, partition, at, ["baseline"], tracker,
-                                   folders=[str(root / name)])
+    for name, resources in {"new": NEW, "old": OLD}.items():
+        [student] = train_students(preprocessed, teacher, partition, replace(config, resources=resources),
+                                   ["baseline"], tracker, folders=[str(root / name)])
         out[name] = student.read_csv(HISTORY)
     return out
 
 
 @pytest.mark.slow
 def test_old_settings_train_with_ddp_on_two_workers(histories: dict[str, pd.DataFrame]) -> None:
-    old, new = histories["old-0"], histories["new-0"]
+    old, new = histories["old"], histories["new"]
     assert list(old["epoch"]) == list(range(EPOCHS)) and (old["world_size"] == 2).all()
     assert (new["world_size"] == 1).all()
     assert np.isfinite(old["loss"]).all() and (old["train_s"] > 0).all() and (old["val_s"] > 0).all()
 
 
 @pytest.mark.slow
+def test_both_settings_take_the_same_steps_at_the_same_rates(histories: dict[str, pd.DataFrame]) -> None:
+    """The optimisation itself: the global batch is the configured one (two ranks take half each, not the
+    whole), each epoch has the same number of steps (DDP's smallest shard may cost one), and each epoch ends
+    at the rate the configured schedule gives its last step (not one scaled by the world size)."""
+    new, old = histories["new"], histories["old"]
+    assert (new["global_batch"] == GLOBAL_BATCH).all() and (old["global_batch"] == GLOBAL_BATCH).all()
+    assert (new["steps"] > 0).all() and ((new["steps"] - old["steps"]).isin([0, 1])).all(), (new, old)
+    student = base_config(Path(".")).student
+    for history in (new, old):
+        steps = int(history["steps"].iloc[0])
+        expected = [warmup_cosine((epoch + 1) * steps - 1, EPOCHS * steps, student.warmup_epochs * steps,
+                                  student.lr) for epoch in range(EPOCHS)]
+        assert np.allclose(history["lr"], expected), (history["lr"].tolist(), expected)
+
+
+@pytest.mark.slow
 def test_loss_curve_at_the_new_settings_stays_within_seed_noise_of_the_old(
         histories: dict[str, pd.DataFrame]) -> None:
-    """Same seed and data: the per-epoch training loss of one worker (batch 32) against DDP (2 × 16).
+    """Same seed and data: the mean training loss of one worker (batch 32) against DDP (2 × 16).
 
-    The two settings cannot match bit for bit: DDP splits each global batch over two shards, each
-    worker draws its own permutation of its own shard, and batch norm normalises over 16 images per
-    worker instead of 32.  With the same seed they start from the same weights, so if the settings are
-    equivalent their curves differ by batch-sampling noise only.  A second seed at the new settings
-    changes the initial weights too, so its distance from the first bounds that noise from above: the
-    tolerance is twice the largest per-epoch |loss(seed 0) − loss(seed 1)| of this run.  A setting that
-    changed the optimisation (a per-worker batch taken as the global one, unscaled gradients, a
-    learning rate or loss counted twice) moves the curve by more than the seeds do.
+    The two settings cannot match bit for bit: DDP splits each global batch over two shards, each worker
+    draws its own permutation of its own shard, and batch norm normalises over 16 images per worker instead
+    of 32.  So the curves differ by batch-sampling noise, whose size ``MEAN_LOSS_TOLERANCE`` gives from
+    measured runs; a setting that changed the optimisation's scale (gradients summed over ranks instead of
+    averaged, a rate counted twice) moves the curve by more.
     """
-    new, old, other_seed = (histories[k]["loss"].to_numpy() for k in ("new-0", "old-0", "new-1"))
-    noise = np.abs(new - other_seed).max()
-    assert noise > 0, "two seeds gave the same losses: the seed reaches nothing"
-    assert np.abs(new - old).max() <= 2 * noise, (
-        f"new {new.round(4)} vs old {old.round(4)}; seed-to-seed difference {noise:.4f}")
+    new, old = histories["new"]["loss"].to_numpy(), histories["old"]["loss"].to_numpy()
+    assert abs(new.mean() - old.mean()) <= MEAN_LOSS_TOLERANCE, f"new {new.round(4)} vs old {old.round(4)}"
     assert new[-1] < new[0] and old[-1] < old[0]  # both learn: the comparison is of two working runs
 
 
