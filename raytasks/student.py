@@ -133,7 +133,6 @@ def _train_variant(spec: StudentSpec, train: InMemorySplit, val: InMemorySplit, 
     weights = torch.tensor(spec.class_weights, device=device) if spec.class_weights else None
     objective = StudentObjective(spec.layers, beta=spec.beta, class_weights=weights)
     steps = equal_steps(len(train), spec.batch_size)
-    world = ray.train.get_context().get_world_size()
     for epoch in range(first, s.epochs):
         generator = torch.Generator().manual_seed(spec.seed * 100_003 + epoch)  # the same batches after a resume
         batches = scheduled(train.batches(spec.batch_size, steps, generator), optimizer, epoch * steps,
@@ -145,7 +144,7 @@ def _train_variant(spec: StudentSpec, train: InMemorySplit, val: InMemorySplit, 
         train_s = time.perf_counter() - start
         validation = _validate(model, val, device, spec.amp)
         metrics = {"variant": spec.variant, "epoch": epoch, "attempt_first_epoch": first, "lr": lr, **stats,
-                   "train_s": train_s, "val_s": time.perf_counter() - start - train_s, "world_size": world,
+                   "train_s": train_s, "val_s": time.perf_counter() - start - train_s,
                    **step_metrics(steps, spec.batch_size, train_s), **validation}
         if best_state is None or metrics[f"val_{s.select_metric}"] > best:
             best, best_state = metrics[f"val_{s.select_metric}"], copy.deepcopy(unwrap(model).state_dict())

@@ -85,7 +85,8 @@ def equal_steps(count: int, batch_size: int) -> int:
 
 
 def step_metrics(steps: int, batch_size: int, train_s: float) -> dict[str, float]:
-    """What one epoch's optimisation was, whatever the worker plan: the steps each rank took, the global batch
-    (this rank's times the world size) and the images per second over all ranks."""
-    global_batch = batch_size * ray.train.get_context().get_world_size()
-    return {"steps": steps, "global_batch": global_batch, "images_per_s": steps * global_batch / train_s}
+    """What one epoch's optimisation was, whatever the worker plan: the ranks, the steps each took, the global
+    batch (this rank's times the world size) and the images per second over all ranks."""
+    world = ray.train.get_context().get_world_size()
+    return {"world_size": world, "steps": steps, "global_batch": batch_size * world,
+            "images_per_s": steps * batch_size * world / train_s}
