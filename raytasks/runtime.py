@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 import ray
-from ray.train import ScalingConfig
+from ray.train import DataConfig, ScalingConfig
 
 from raytasks.capacity import Capacity, current
 from skin_core import storage
@@ -92,6 +92,11 @@ class WorkerPlan:
 
     def scaling_config(self) -> ScalingConfig:
         return ScalingConfig(num_workers=self.num_workers, use_gpu=self.use_gpu, resources_per_worker=self.bundle)
+
+    def data_config(self) -> DataConfig:
+        """Several workers split every dataset evenly (Ray's default); one worker reads them whole in its own
+        process, so no split coordinator actor (one more process, with Ray Data to import) starts with the fit."""
+        return DataConfig(datasets_to_split="all" if self.num_workers > 1 else [])
 
 
 def plan_workers(resources: ResourcesConfig, capacity: Capacity) -> WorkerPlan:

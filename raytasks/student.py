@@ -1,40 +1,29 @@
 """The classification students on Ray Train: CE + attention transfer from the frozen teacher, or the baseline.
 
-One loop serves every variant: ``baseline`` (β = 0, no teacher) or a set of
-transfer layers (``layer3+layer4``).  All the variants still to train go
-through ONE Ray Train run, one after the other, so the worker group starts and
-the data is loaded and decoded once, not once per variant: each worker holds
-its shard of the train and validation splits in memory.  Each variant starts
-from the same seeded initialisation (a paired comparison); each epoch trains on
-a seeded permutation, validates on the gathered validation predictions, and
-rank 0 reports a checkpoint with the latest state and the best weights so far
-(by ``student.select_metric``).  When a variant ends, rank 0 writes its kept and
-last weights and its history to the variant's stage folder (``final/``); the
-driver publishes each variant as its own stage.  A restarted run resumes at the
-variant and epoch it had reached.
+One loop (``raytasks.student_loop``) serves every variant: ``baseline`` (β = 0,
+no teacher) or a set of transfer layers (``layer3+layer4``).  All the variants
+still to train go through ONE Ray Train run, one after the other, so the worker
+group starts and the data is loaded and decoded once, not once per variant.
+This module is the driver's side: the dataset, the fit, and each variant
+published as its own stage from what rank 0 wrote when the variant ended.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import io
 import json
 import logging
-import math
-import time
 from dataclasses import dataclass
 from typing import Sequence
 
-import numpy as np
 import pandas as pd
-import ray.train
+import ray.data
 import torch
 from ray.data.expressions import col
 from ray.train import CheckpointConfig, FailureConfig, RunConfig
 from ray.train.torch import TorchTrainer
 
-from raytasks.checkpoints import latest_state, load_weights, report_epoch, restore, unwrap
 from raytasks.udfs import decode_labeled, decode_split
 from raytasks.partition import PartitionSummary, splits
 from raytasks.preprocess import PreprocessSummary, read_shards
@@ -42,27 +31,23 @@ from raytasks.progress import EpochProgress
 from raytasks.runtime import WorkerPlan, storage_path, worker_plan
 from raytasks.specs import StudentSpec
 from raytasks.stages import Stage, StageContext, StageOutput, is_done, run_in, stage_tags
+from raytasks.student_loop import HISTORY_FILE, KEPT_FILE, students_loop
 from raytasks.teacher import WEIGHTS as TEACHER_WEIGHTS
 from raytasks.teacher import TeacherSummary
 from raytasks.tracking import TrackedRun, finishing
-from raytasks.worker import InMemorySplit, equal_steps, quiet, start_worker, step_metrics
+from raytasks.worker import loop_ref, quiet, run_loop
 from skin_core import storage
 from skin_core.classes import CLASSES
 from skin_core.config import PipelineConfig, StudentConfig, config_hash, flatten, to_dict
-from skin_core.distributed import broadcast_from_root, gather_to_root
 from skin_core.layers import LayerSet
-from skin_core.losses.attention_transfer import StudentObjective
-from skin_core.metrics.classification import classification_report
-from skin_core.models import check_transfer_layers, create_model
+from skin_core.models import check_transfer_layers
 from skin_core.models.bundle import LAST_WEIGHTS, WEIGHTS_FILE, ModelCard, save_bundle
-from skin_core.training.schedule import scheduled
-from skin_core.training.student import class_weights, freeze, predict_probs, train_epoch
+from skin_core.training.student import class_weights
 
 logger = logging.getLogger(__name__)
 
 HISTORY = "history.csv"
 FINAL = "final"  # in a variant's stage folder: what rank 0 wrote when the variant ended, before publication
-KEPT_FILE, HISTORY_FILE = "kept.pt", "history.json"
 
 
 @dataclass(frozen=True)
@@ -76,97 +61,6 @@ class StudentSummary:
     last: float  # the validation metric of the last epoch
     val_split: str = "val"  # the split those metrics are on: the partition's val, or the sweep's ranking hold-out
     val_rows: str = ""  # hash of that split's image ids: two students with the same hash were scored on the same rows
-
-
-# ---------------------------------------------------------------- worker side
-
-
-def _validate(model: torch.nn.Module, val: InMemorySplit, device: torch.device, amp: bool) -> dict:
-    """Validation metrics over every worker's shard (gathered on rank 0, shared back)."""
-    probs = predict_probs(unwrap(model), val.pixels, device, batch_size=128, amp=amp)
-    parts = gather_to_root((probs.reshape(len(val), len(CLASSES)), val.labels.numpy()))
-    metrics = None
-    if parts is not None:
-        report = classification_report(np.concatenate([p[1] for p in parts]), np.concatenate([p[0] for p in parts]))
-        metrics = {"val_accuracy": report.accuracy, "val_balanced_accuracy": report.balanced_accuracy,
-                   "val_macro_f1": report.macro_f1}
-    return broadcast_from_root(metrics)
-
-
-def _teacher(spec: StudentSpec, device: torch.device) -> torch.nn.Module | None:
-    """The frozen teacher (not wrapped in DDP: it never trains), or None for the baseline."""
-    if spec.beta == 0:
-        return None
-    teacher = create_model(spec.model, head="embedding", layers=spec.layers, weights=spec.teacher_weights)
-    return freeze(teacher).to(device)
-
-
-def _save(state: dict) -> bytes:
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    return buffer.getvalue()
-
-
-def _write_final(spec: StudentSpec, kept: dict, last: dict, history: list[dict]) -> None:
-    """Rank 0: the ended variant's kept and last weights and its history, for the driver to publish."""
-    if ray.train.get_context().get_world_rank() != 0:
-        return
-    storage.write_bytes(storage.join(spec.final_dir, KEPT_FILE), _save(kept))
-    storage.write_bytes(storage.join(spec.final_dir, LAST_WEIGHTS), _save(last))
-    storage.write_bytes(storage.join(spec.final_dir, HISTORY_FILE), json.dumps(history).encode())
-
-
-def _train_variant(spec: StudentSpec, train: InMemorySplit, val: InMemorySplit, device: torch.device,
-                   done: list[str]) -> None:
-    """Every epoch of one variant (from the checkpoint's epoch when this run was restarted in it)."""
-    s = spec.student
-    torch.manual_seed(spec.seed)  # every variant starts from the same weights: a paired comparison
-    model = create_model(spec.model, head="classifier", layers=spec.layers)
-    optimizer = torch.optim.SGD(model.parameters(), lr=s.lr, momentum=0.9, weight_decay=s.weight_decay, nesterov=True)
-    state, best_state = None, None
-    if (latest_state() or {}).get("variant") == spec.variant:
-        state, best_state = restore(model, optimizer, lambda folder: load_weights(folder / "best.pt"))
-    first, best, history = (0, -math.inf, []) if state is None else (state["epoch"] + 1, state["best"],
-                                                                     state["history"])
-    model = ray.train.torch.prepare_model(model)
-    teacher = _teacher(spec, device)
-    weights = torch.tensor(spec.class_weights, device=device) if spec.class_weights else None
-    objective = StudentObjective(spec.layers, beta=spec.beta, class_weights=weights)
-    steps = equal_steps(len(train), spec.batch_size)
-    for epoch in range(first, s.epochs):
-        generator = torch.Generator().manual_seed(spec.seed * 100_003 + epoch)  # the same batches after a resume
-        batches = scheduled(train.batches(spec.batch_size, steps, generator), optimizer, epoch * steps,
-                            s.epochs * steps, min(s.warmup_epochs * steps, s.epochs * steps - 1), s.lr)
-        start = time.perf_counter()
-        stats = train_epoch(model, batches, objective, optimizer, device, teacher=teacher, generator=generator,
-                            amp=spec.amp, augment=spec.augment)
-        lr = optimizer.param_groups[0]["lr"]
-        train_s = time.perf_counter() - start
-        validation = _validate(model, val, device, spec.amp)
-        metrics = {"variant": spec.variant, "epoch": epoch, "attempt_first_epoch": first, "lr": lr, **stats,
-                   "train_s": train_s, "val_s": time.perf_counter() - start - train_s,
-                   **step_metrics(steps, spec.batch_size, train_s), **validation}
-        if best_state is None or metrics[f"val_{s.select_metric}"] > best:
-            best, best_state = metrics[f"val_{s.select_metric}"], copy.deepcopy(unwrap(model).state_dict())
-        history = [*history, metrics]
-        state = {"variant": spec.variant, "done": done, "epoch": epoch, "best": best, "history": history}
-        report_epoch(metrics, model, optimizer, state, lambda folder: torch.save(best_state, folder / "best.pt"))
-    _write_final(spec, best_state, unwrap(model).state_dict(), history)
-
-
-def students_loop(loop_config: dict) -> None:
-    """Ray Train worker function: shards in memory once, then each variant's epochs with a checkpoint each."""
-    specs: list[StudentSpec] = loop_config["specs"]
-    device = start_worker(specs[0].threads, specs[0].seed)
-    train, val = InMemorySplit.train_and_val("train")
-    done = list((latest_state() or {}).get("done", []))
-    for spec in specs:
-        if spec.variant not in done:
-            _train_variant(spec, train, val, device, done)
-            done.append(spec.variant)
-
-
-# ---------------------------------------------------------------- driver side
 
 
 def split_dataset(preprocessed: StageOutput[PreprocessSummary], ids: list[str]) -> ray.data.Dataset:
@@ -240,8 +134,9 @@ class StudentsFit:
         progress = EpochProgress(self.config.student.epochs,
                                  {v: (f"student:{v}", run) for v, (_, run) in self.pending.items()}, "variant")
         TorchTrainer(
-            students_loop, train_loop_config={"specs": specs}, datasets={"train": quiet(dataset)},
-            scaling_config=plan.scaling_config(),
+            run_loop, train_loop_config={"loop": loop_ref(students_loop), "specs": specs},
+            datasets={"train": quiet(dataset)},
+            scaling_config=plan.scaling_config(), dataset_config=plan.data_config(),
             run_config=RunConfig(name=name, storage_path=storage_path(storage.join(first_folder, "checkpoints")),
                                  failure_config=FailureConfig(max_failures=self.config.resources.max_failures),
                                  checkpoint_config=CheckpointConfig(num_to_keep=2),

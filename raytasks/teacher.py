@@ -12,42 +12,37 @@ group (``FailureConfig.max_failures``) or a re-submitted driver (same ``name``
 and ``storage_path``) resumes from the latest one.  The published outputs are
 the teacher weights, the cluster assignment table, the per-epoch history and
 the cluster montage with its numbers (``cluster_montage.csv``: which image is
-shown in which cluster's row, at which rank and centroid distance).
+shown in which cluster's row, at which rank and centroid distance).  This module
+is the driver's side; the workers run ``raytasks.teacher_loop``.
 """
 
 from __future__ import annotations
 
 import logging
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import ray.data
 import ray.train
-import torch
 from ray.data.expressions import col
 from ray.train import CheckpointConfig, FailureConfig, RunConfig
 from ray.train.torch import TorchTrainer
 
-from raytasks.checkpoints import final_state, report_epoch, restore
+from raytasks.checkpoints import final_state
 from raytasks.udfs import decode_for_teacher
 from raytasks.preprocess import PreprocessSummary, read_shards, read_table
 from raytasks.progress import EpochProgress
 from raytasks.runtime import WorkerPlan, storage_path, worker_plan
 from raytasks.specs import TeacherSpec
 from raytasks.stages import Stage, StageContext, StageOutput
-from raytasks.worker import equal_steps, load_shard, quiet, start_worker, step_metrics
-from skin_core.clustering import cluster_nmi
+from raytasks.teacher_loop import read_clusters, teacher_loop
+from raytasks.worker import loop_ref, quiet, run_loop
 from skin_core.config import ModelConfig, PipelineConfig, flatten, to_dict
 from skin_core.preprocessing.pipeline import decode_pngs
 from skin_core.publish import PublishError
-from skin_core.losses import MultiSimilarityCriterion
-from skin_core.models import create_model
 from skin_core.plots.montage import cluster_montage
-from skin_core.training.teacher import ClusterRound, cluster_globally, extract_features, train_epoch
 
 logger = logging.getLogger(__name__)
 
@@ -73,79 +68,6 @@ class TeacherSummary:
     nmi_label: float = float("nan")
 
 
-# ---------------------------------------------------------------- worker side
-
-
-def _nmi_to_previous(previous: dict | None, current: ClusterRound) -> float:
-    """NMI between consecutive assignments, aligned by image id (DeepCluster's convergence signal)."""
-    if previous is None:
-        return float("nan")
-    before = pd.Series(previous["assignments"], index=previous["image_ids"])
-    return cluster_nmi(before.reindex(current.image_ids).to_numpy(), current.assignments)
-
-
-def _read_clusters(folder: Path) -> dict:
-    with np.load(folder / "clusters.npz", allow_pickle=False) as saved:
-        return {k: saved[k] for k in saved.files}
-
-
-def _report(metrics: dict, model: torch.nn.Module, optimizer: torch.optim.Optimizer, clusters: ClusterRound,
-            history: list) -> None:
-    def save_clusters(folder: Path) -> None:
-        np.savez(folder / "clusters.npz", image_ids=clusters.image_ids.astype(str),
-                 assignments=clusters.assignments, distances=clusters.distances)
-
-    report_epoch(metrics, model, optimizer, {"epoch": metrics["epoch"], "history": history}, save_clusters)
-
-
-def _epoch(spec: TeacherSpec, epoch: int, model, optimizer, criterion, shard: dict, images: torch.Tensor,
-           steps: int, device) -> tuple:
-    """Cluster everything, then (except after the last epoch) train one epoch on the pseudo-labels."""
-    t = spec.teacher
-    start = time.perf_counter()
-    features = extract_features(model, images, spec.batch_size * 2, device, spec.amp)
-    extracted = time.perf_counter()
-    clusters = cluster_globally(shard["image_id"], features, t.clusters, t.pca_dim, seed=spec.seed * 1000 + epoch,
-                                labels=shard["label_idx"], heldout=shard["heldout"])
-    clustered = time.perf_counter()
-    stats = {}
-    if epoch < t.epochs:
-        stats = train_epoch(model, images, clusters.local(), criterion=criterion, optimizer=optimizer,
-                            batch_size=spec.batch_size, steps=steps, seed=spec.seed, epoch=epoch, device=device,
-                            amp=spec.amp)
-    train_s = time.perf_counter() - clustered
-    speed = step_metrics(steps, spec.batch_size, train_s) if stats else {}
-    times = {"extract_s": extracted - start, "kmeans_s": clustered - extracted, "train_s": train_s}
-    return clusters, {**stats, **times, **speed, **clusters.quality}
-
-
-def teacher_loop(loop_config: dict) -> None:
-    """Ray Train worker function (Ray's pattern: dataset shard, core steps, ``report`` with a checkpoint)."""
-    spec: TeacherSpec = loop_config["spec"]
-    t = spec.teacher
-    device = start_worker(spec.threads, spec.seed)
-    shard = load_shard("train")
-    images = torch.from_numpy(np.ascontiguousarray(shard["pixels"]))
-    model = ray.train.torch.prepare_model(create_model(spec.model, head="embedding"))
-    optimizer = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=0.9, weight_decay=1e-5)
-    state, previous = restore(model, optimizer, _read_clusters)
-    first, history = (0, []) if state is None else (state["epoch"] + 1, state["history"])
-    criterion = MultiSimilarityCriterion(t.ms_alpha, t.ms_beta, t.ms_base, t.miner_epsilon, distributed=True)
-    steps = equal_steps(len(images), spec.batch_size)
-    for epoch in range(first, t.epochs + 1):
-        clusters, stats = _epoch(spec, epoch, model, optimizer, criterion, shard, images, steps, device)
-        metrics = {"epoch": epoch, "final": epoch == t.epochs, "attempt_first_epoch": first,
-                   "nmi_prev": _nmi_to_previous(previous, clusters),
-                   "nonempty_clusters": int((clusters.sizes > 0).sum()),
-                   "cluster_sizes": clusters.sizes.tolist(), **stats}
-        history = [*history, metrics]
-        _report(metrics, model, optimizer, clusters, history)
-        previous = {"image_ids": clusters.image_ids, "assignments": clusters.assignments}
-
-
-# ---------------------------------------------------------------- driver side
-
-
 def clustered_images(preprocessed: StageOutput[PreprocessSummary], origins: tuple[str, ...]) -> ray.data.Dataset:
     """The images the teacher clusters and trains on: those of ``origins`` (every origin when empty)."""
     columns = ["image_id", "image", "label_idx", "lesion_id"]
@@ -163,8 +85,8 @@ def fit_teacher(preprocessed: StageOutput[PreprocessSummary], context: StageCont
     spec = TeacherSpec(model=config.model, teacher=config.teacher, seed=config.seed, amp=plan.use_gpu,
                        threads=plan.threads, batch_size=max(2, config.teacher.batch_size // plan.num_workers))
     trainer = TorchTrainer(
-        teacher_loop, train_loop_config={"spec": spec}, datasets={"train": dataset},
-        scaling_config=plan.scaling_config(),
+        run_loop, train_loop_config={"loop": loop_ref(teacher_loop), "spec": spec}, datasets={"train": dataset},
+        scaling_config=plan.scaling_config(), dataset_config=plan.data_config(),
         run_config=RunConfig(name=f"teacher-{context.key}", storage_path=storage_path(f"{context.out}/checkpoints"),
                              failure_config=FailureConfig(max_failures=config.resources.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=2),
@@ -215,7 +137,7 @@ def summarize(history: list[dict], table: pd.DataFrame) -> TeacherSummary:
 
 def _write_outputs(result: ray.train.Result, preprocessed: StageOutput, context: StageContext) -> TeacherSummary:
     def weights_and_clusters(folder: Path) -> tuple[bytes, dict]:
-        return (folder / "model.pt").read_bytes(), _read_clusters(folder)
+        return (folder / "model.pt").read_bytes(), read_clusters(folder)
 
     state, (weights, clusters) = final_state(result, weights_and_clusters)
     table = _assignment_table(preprocessed, clusters)

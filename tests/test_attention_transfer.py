@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from skin_core.losses import AttentionTransferLoss, StudentObjective, attention_map
+from skin_core.losses.attention_transfer import AttentionTransferLoss, StudentObjective, attention_map
 
 
 def hand_map(channels: list[list[float]]) -> list[float]:

@@ -12,7 +12,7 @@ from sklearn.metrics import precision_recall_curve
 
 from raytasks.evaluation import METRICS, write_report_files
 from skin_core.classes import CLASSES
-from skin_core.metrics import classification_report
+from skin_core.metrics.classification import classification_report
 
 K = len(CLASSES)
 

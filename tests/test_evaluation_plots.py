@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from skin_core.classes import CLASSES
-from skin_core.metrics import ClassificationReport, classification_report
+from skin_core.metrics.classification import ClassificationReport, classification_report
 from skin_core.plots import evaluation
 from skin_core.plots.evaluation import confusion_matrix_plot, learning_curves, pr_curves
 

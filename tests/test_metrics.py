@@ -11,7 +11,7 @@ import pytest
 from sklearn import metrics as skm
 
 from skin_core.classes import CLASSES
-from skin_core.metrics import ClassificationReport, classification_report, comparison_table
+from skin_core.metrics.classification import ClassificationReport, classification_report, comparison_table
 
 K = len(CLASSES)
 

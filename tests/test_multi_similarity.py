@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from skin_core.losses import MultiSimilarityCriterion
+from skin_core.losses.multi_similarity import MultiSimilarityCriterion
 
 ALPHA, BETA, EPSILON = 2.0, 50.0, 0.1
 

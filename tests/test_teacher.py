@@ -19,7 +19,7 @@ from raytasks.teacher import (ASSIGNMENTS, HISTORY, MONTAGE, MONTAGE_PER_ROW, MO
                               montage_members, teacher_stage)
 from raytasks.tracking import TrackedRun
 from skin_core.config import PipelineConfig, PreprocessConfig, ResourcesConfig, from_dict
-from skin_core.losses import MultiSimilarityCriterion
+from skin_core.losses.multi_similarity import MultiSimilarityCriterion
 from skin_core.models import Backbone
 from skin_core.synth import generate_dataset
 from skin_core.clustering import cluster_nmi

@@ -38,7 +38,7 @@ from raytasks.teacher import HISTORY, teacher_stage
 from raytasks.tracking import TrackedRun
 from raytasks.udfs import decode_for_teacher
 from skin_core.config import PipelineConfig, from_dict
-from skin_core.losses import MultiSimilarityCriterion
+from skin_core.losses.multi_similarity import MultiSimilarityCriterion
 from skin_core.models import create_model
 from skin_core.training.teacher import cluster_globally, extract_features, train_epoch
 

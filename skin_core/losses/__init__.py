@@ -1,6 +1,6 @@
-"""Metric-learning criteria for the teacher."""
+"""The training criteria: ``multi_similarity`` (the teacher's MS loss) and ``attention_transfer`` (the student's).
 
-from skin_core.losses.multi_similarity import MultiSimilarityCriterion, pair_stats
-from skin_core.losses.attention_transfer import AttentionTransferLoss, StudentObjective, attention_map
-
-__all__ = ["MultiSimilarityCriterion", "pair_stats", "AttentionTransferLoss", "StudentObjective", "attention_map"]
+Import from the submodule: a package that re-exported both would make the
+student, and every worker that trains one, import pytorch-metric-learning and
+SciPy for a loss it never uses.
+"""

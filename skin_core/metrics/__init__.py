@@ -1,9 +1,6 @@
-"""Evaluation metrics: the paper's classification figures, k-NN scores of features, paired model comparison."""
+"""Evaluation metrics: ``classification`` (the paper's figures), ``knn`` (k-NN scores of features) and
+``compare`` (paired model comparison over seeds).
 
-from skin_core.metrics.classification import (ClassificationReport, PRCurve, classification_report,
-                                               comparison_table)
-from skin_core.metrics.compare import PairedDifference, paired_bootstrap, summarize_seeds
-from skin_core.metrics.knn import KnnScores, knn_predict, knn_scores
-
-__all__ = ["ClassificationReport", "KnnScores", "PRCurve", "PairedDifference", "classification_report",
-           "comparison_table", "knn_predict", "knn_scores", "paired_bootstrap", "summarize_seeds"]
+Import from the submodule: a training worker needs the classification report,
+not scikit-learn's neighbours or the bootstrap.
+"""

@@ -18,7 +18,7 @@ from skin_core.classes import CLASSES
 from skin_core.config import IMBALANCE_MODES, AugmentConfig
 from skin_core.data.augment import augment_batch
 from skin_core.data.transforms import normalize, to_input, to_unit
-from skin_core.training.teacher import autocast, average, backward_step
+from skin_core.training.steps import autocast, average, backward_step
 
 
 def freeze(teacher: nn.Module) -> nn.Module:

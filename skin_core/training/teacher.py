@@ -8,8 +8,6 @@ process or inside a DDP worker; the collectives live in ``skin_core.distributed`
 
 from __future__ import annotations
 
-import contextlib
-from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Iterable
 
@@ -22,6 +20,7 @@ from skin_core.clustering import (KMeansResult, UniformClusterSampler, cluster_n
 from skin_core.metrics.knn import knn_scores
 from skin_core.data.transforms import random_flips, to_input
 from skin_core.distributed import broadcast_from_root, gather_to_root, world
+from skin_core.training.steps import autocast, average, backward_step
 
 
 @dataclass(frozen=True)
@@ -40,12 +39,6 @@ class ClusterRound:
         return self.assignments[self.offset:self.offset + self.count]
 
 
-def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
-    """Mixed precision on GPU (bfloat16 where supported); a no-op on CPU."""
-    if not enabled or device.type != "cuda":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast("cuda", dtype=dtype)
 
 
 @torch.no_grad()
@@ -97,15 +90,6 @@ def cluster_globally(image_ids: np.ndarray, features: np.ndarray, k: int, pca_di
                         quality=quality)
 
 
-def average(stats: Iterable[dict[str, float]]) -> dict[str, float]:
-    """Mean of each key over the steps of an epoch."""
-    sums: dict[str, float] = defaultdict(float)
-    n = 0
-    for step in stats:
-        n += 1
-        for key, value in step.items():
-            sums[key] += value
-    return {key: value / max(n, 1) for key, value in sums.items()}
 
 
 def teacher_step(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, criterion: nn.Module,
@@ -120,16 +104,6 @@ def teacher_step(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, criter
     return stats
 
 
-def backward_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer,
-                  scaler: torch.amp.GradScaler | None = None) -> None:
-    """Backpropagate and step, through the float16 loss scaler where one is in use."""
-    if scaler is None:
-        loss.backward()
-        optimizer.step()
-        return
-    scaler.scale(loss).backward()
-    scaler.step(optimizer)
-    scaler.update()
 
 
 def train_epoch(model: nn.Module, images: torch.Tensor, pseudo_labels: np.ndarray, *, criterion: nn.Module,
