@@ -99,14 +99,14 @@ def _train_variant(spec: StudentSpec, train: InMemorySplit, val: InMemorySplit, 
         generator = torch.Generator().manual_seed(spec.seed * 100_003 + epoch)  # the same batches after a resume
         batches = scheduled(train.batches(spec.batch_size, steps, generator), optimizer, epoch * steps,
                             s.epochs * steps, min(s.warmup_epochs * steps, s.epochs * steps - 1), s.lr)
-        start = time.perf_counter()
+        start, start_time = time.perf_counter(), time.time()
         stats = train_epoch(model, batches, objective, optimizer, device, teacher=teacher, generator=generator,
                             amp=spec.amp, augment=spec.augment)
         lr = optimizer.param_groups[0]["lr"]
         train_s = time.perf_counter() - start
         validation = _validate(model, val, device, spec.amp)
         metrics = {"variant": spec.variant, "epoch": epoch, "attempt_first_epoch": first, "lr": lr, **stats,
-                   "train_s": train_s, "val_s": time.perf_counter() - start - train_s,
+                   "start_time": start_time, "train_s": train_s, "val_s": time.perf_counter() - start - train_s,
                    **step_metrics(steps, spec.batch_size, train_s), **validation}
         if best_state is None or metrics[f"val_{s.select_metric}"] > best:
             best, best_state = metrics[f"val_{s.select_metric}"], copy.deepcopy(unwrap(model).state_dict())

@@ -55,7 +55,7 @@ def _epoch(spec: TeacherSpec, epoch: int, model, optimizer, criterion, shard: di
            steps: int, device) -> tuple:
     """Cluster everything, then (except after the last epoch) train one epoch on the pseudo-labels."""
     t = spec.teacher
-    start = time.perf_counter()
+    start, start_time = time.perf_counter(), time.time()
     features = extract_features(model, images, spec.batch_size * 2, device, spec.amp)
     extracted = time.perf_counter()
     clusters = cluster_globally(shard["image_id"], features, t.clusters, t.pca_dim, seed=spec.seed * 1000 + epoch,
@@ -68,7 +68,8 @@ def _epoch(spec: TeacherSpec, epoch: int, model, optimizer, criterion, shard: di
                             amp=spec.amp)
     train_s = time.perf_counter() - clustered
     speed = step_metrics(steps, spec.batch_size, train_s) if stats else {}
-    times = {"extract_s": extracted - start, "kmeans_s": clustered - extracted, "train_s": train_s}
+    times = {"start_time": start_time, "extract_s": extracted - start, "kmeans_s": clustered - extracted,
+             "train_s": train_s}
     return clusters, {**stats, **times, **speed, **clusters.quality}
 
 

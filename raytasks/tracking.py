@@ -40,6 +40,8 @@ logger = logging.getLogger(__name__)
 
 LOCAL_DB, LOCAL_ARTIFACTS = "mlflow.db", "mlartifacts"
 PARENT_TAG = "mlflow.parentRunId"
+# Columns of a history that are wall-clock stamps, not metrics (MLflow stamps every metric it logs itself)
+STAMPS = frozenset({"start_time"})
 
 
 class TrackingError(ConnectionError):
@@ -133,11 +135,12 @@ class TrackedRun:
             self.client.log_batch(self.run_id, params=items[start:start + 100])
 
     def log_metrics(self, metrics: Mapping[str, object], step: int = 0) -> None:
-        """Finite numbers only (NaN, strings and lists are left out); names made valid for MLflow."""
+        """Finite numbers only (NaN, strings, lists and ``STAMPS`` are left out); names made valid for MLflow."""
         if not self.enabled:
             return
         now = int(time.time() * 1000)
-        items = [Metric(metric_name(k), float(v), now, step) for k, v in metrics.items() if _finite(v)]
+        items = [Metric(metric_name(k), float(v), now, step) for k, v in metrics.items()
+                 if _finite(v) and k not in STAMPS]
         for start in range(0, len(items), 1000):
             self.client.log_batch(self.run_id, metrics=items[start:start + 1000])
 

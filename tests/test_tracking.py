@@ -9,6 +9,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
@@ -151,3 +152,13 @@ def test_tracking_off_is_an_inert_run_that_writes_nowhere(tmp_path: Path, monkey
     run.finish(failed=True)
     assert run.hint() == "tracking off (tracking.enabled=false)" and run.children() == []
     assert list(tmp_path.iterdir()) == []  # no store, no output folder, no ./mlruns
+
+
+def test_a_historys_wall_clock_stamps_are_not_logged_as_metrics(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/m.db"}
+    run = open_run(tiny_config(str(tmp_path / "out")), "pipeline", env)
+    run.log_history(pd.DataFrame({"epoch": [0, 1], "loss": [1.0, 0.5], "start_time": [1.8e9, 1.8e9 + 30]}))
+    assert run.client.get_run(run.run_id).data.metrics == {"loss": 0.5}
+    run.finish()

@@ -48,12 +48,12 @@ from skin_core.preprocessing.pipeline import decode_pngs
 from skin_core.training.student import freeze, predict_probs, train_epoch
 
 if __package__:  # imported as benchmarks.student by jobs/benchmark.py
-    from .fits import (GOALS, SETTINGS, FitTimes, PlainTimes, fit_rows, machine_load, noop_fit_s, plain_rows,
-                        total_threads, with_resources)
+    from .fits import (GOALS, SETTINGS, FitTimes, PlainTimes, fit_rows, machine_load, noop_fit_s, overhead_parts,
+                        plain_rows, total_threads, with_resources)
     from .table import print_rows
 else:  # run as a script
-    from fits import (GOALS, SETTINGS, FitTimes, PlainTimes, fit_rows, machine_load, noop_fit_s, plain_rows,
-                       total_threads, with_resources)
+    from fits import (GOALS, SETTINGS, FitTimes, PlainTimes, fit_rows, machine_load, noop_fit_s, overhead_parts,
+                       plain_rows, total_threads, with_resources)
     from table import print_rows
 
 NAME = "student"
@@ -141,14 +141,15 @@ def time_fit(config: PipelineConfig, preprocessed: StageOutput, teacher: StageOu
     """``train_students`` (every variant in one fit) into fresh folders; its histories' and wall seconds."""
     plan, floor_s = worker_plan(config.resources), noop_fit_s(config)
     variants = config.student.variants
-    start = time.perf_counter()
+    called = time.time()
     outputs = train_students(preprocessed, teacher, partition, config, variants, TrackedRun(),
                              folders=[str(folder / LayerSet.parse(v).name) for v in variants])
-    wall_s = time.perf_counter() - start
-    history = pd.concat([output.read_csv(HISTORY) for output in outputs])
+    returned = time.time()
+    history = pd.concat([output.read_csv(HISTORY) for output in outputs], ignore_index=True)
     return FitTimes(images=float((history["images_per_s"] * history["train_s"]).sum()),
                     loop_s=float(history["train_s"].sum()),
-                    compute_s=float((history["train_s"] + history["val_s"]).sum()), wall_s=wall_s, floor_s=floor_s,
+                    compute_s=float((history["train_s"] + history["val_s"]).sum()), wall_s=returned - called,
+                    **overhead_parts(history, ["train_s", "val_s"], called, returned), floor_s=floor_s,
                     workers=plan.num_workers, threads=plan.threads, best=float(history["images_per_s"].max()))
 
 

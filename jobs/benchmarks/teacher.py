@@ -43,12 +43,12 @@ from skin_core.models import create_model
 from skin_core.training.teacher import cluster_globally, extract_features, train_epoch
 
 if __package__:  # imported as benchmarks.teacher by jobs/benchmark.py
-    from .fits import (GOALS, SETTINGS, FitTimes, PlainTimes, fit_rows, machine_load, noop_fit_s, plain_rows,
-                        total_threads, with_resources)
+    from .fits import (GOALS, SETTINGS, FitTimes, PlainTimes, fit_rows, machine_load, noop_fit_s, overhead_parts,
+                        plain_rows, total_threads, with_resources)
     from .table import print_rows, row
 else:  # run as a script
-    from fits import (GOALS, SETTINGS, FitTimes, PlainTimes, fit_rows, machine_load, noop_fit_s, plain_rows,
-                       total_threads, with_resources)
+    from fits import (GOALS, SETTINGS, FitTimes, PlainTimes, fit_rows, machine_load, noop_fit_s, overhead_parts,
+                       plain_rows, total_threads, with_resources)
     from table import print_rows, row
 
 NAME = "teacher"
@@ -125,16 +125,17 @@ def time_plain(config: PipelineConfig, preprocessed: StageOutput, threads: int) 
 def time_fit(config: PipelineConfig, preprocessed: StageOutput, folder: Path) -> tuple[FitTimes, dict]:
     """The teacher stage into a fresh folder: its recorded seconds and wall time; and its seconds per phase."""
     plan, floor_s = worker_plan(config.resources), noop_fit_s(config)
-    start = time.perf_counter()
+    called = time.time()
     result = run_stage(teacher_stage(preprocessed, config), str(folder), TrackedRun())
-    wall_s = time.perf_counter() - start
+    returned = time.time()
     history = result.read_csv(HISTORY, keep_default_na=True)
     phases = {phase: float(history[phase].sum()) for phase in PHASES}
     epochs_s = sum(phases.values())
     training = history[~history["final"].astype(bool)]
     fastest = training[list(PHASES)].sum(axis=1).min()
     fit = FitTimes(images=float(result.summary.images * config.teacher.epochs), loop_s=epochs_s,
-                   compute_s=epochs_s, wall_s=wall_s, floor_s=floor_s, workers=plan.num_workers,
+                   compute_s=epochs_s, wall_s=returned - called, floor_s=floor_s, workers=plan.num_workers,
+                   **overhead_parts(history, list(PHASES), called, returned),
                    threads=plan.threads, best=result.summary.images / fastest)
     return fit, phases
 
