@@ -20,7 +20,7 @@ import time
 import cv2
 import ray
 
-from raytasks.preprocess import _whole_cluster_for_one_operator, preprocess_stage
+from raytasks.preprocess import WHOLE_CLUSTER_FOR_ONE_OPERATOR, data_context, preprocess_stage
 from raytasks.runtime import init_ray
 from raytasks.stages import run_stage
 from raytasks.tracking import TrackedRun
@@ -58,7 +58,7 @@ def time_loop(manifest: Manifest, config: PreprocessConfig, threads: int | None 
 def time_map_only(manifest: Manifest, config: PreprocessConfig) -> float:
     """The Ray map alone, results kept in the object store: the pipeline minus writing and publishing."""
     start = time.perf_counter()
-    with _whole_cluster_for_one_operator():
+    with data_context(**WHOLE_CLUSTER_FOR_ONE_OPERATOR):
         ray.data.from_pandas(manifest.frame, override_num_blocks=math.ceil(len(manifest) / config.batch_size)) \
             .map_batches(preprocess_block, fn_kwargs={"config": config}, batch_format="pandas",
                          batch_size=config.batch_size, num_cpus=1).materialize()
