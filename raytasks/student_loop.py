@@ -127,4 +127,3 @@ def students_loop(loop_config: dict, shard: Shard) -> None:
         if spec.variant not in done:
             _train_variant(spec, train, val, device, done)
             done.append(spec.variant)
-

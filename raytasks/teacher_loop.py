@@ -51,7 +51,7 @@ def _report(metrics: dict, model: torch.nn.Module, optimizer: torch.optim.Optimi
     report_epoch(metrics, model, optimizer, {"epoch": metrics["epoch"], "history": history}, save_clusters)
 
 
-def _epoch(spec: TeacherSpec, epoch: int, model, optimizer, criterion, shard: dict, images: torch.Tensor,
+def _epoch(spec: TeacherSpec, epoch: int, model, optimizer, criterion, shard: Shard, images: torch.Tensor,
            steps: int, device) -> tuple:
     """Cluster everything, then (except after the last epoch) train one epoch on the pseudo-labels."""
     t = spec.teacher
