@@ -113,6 +113,7 @@ def test_gpu_check_dry_run_prints_every_part() -> None:
     table = done.stdout[done.stdout.index("GPU check"):]
     for figure in ("(a) ResNet-50 64 px", "(b) faiss k-means on the CPU", "(b) faiss k-means on the GPU: skipped",
                    "(c) teacher epoch: MS-loss training", "(c) student baseline epoch: training",
-                   "(c) student layer3+layer4 epoch: training", "(c) student stages wall (2 variants, one fit)"):
+                   "(c) student layer3+layer4 epoch: training", "(c) student stages wall (2 variants, one fit)",
+                   "(c) students' fixed cost", "(c) teacher start-up", "(c) no-op TorchTrainer fit"):
         assert figure in table, table
     assert "not installed" not in table and "FAILED" not in table

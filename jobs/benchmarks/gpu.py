@@ -135,6 +135,8 @@ def kmeans_rows(sizes: Sizes, gpu: bool) -> list[dict]:
 
 def ray_rows(sizes: Sizes, gpu: bool) -> list[dict]:
     """One teacher epoch and one student epoch per variant through the pipeline's Ray Train stages."""
+    import pandas as pd
+    from fits import noop_fit_s, overhead_parts
     from raytasks import workflow
     from raytasks.runtime import init_ray
     from raytasks.student import HISTORY as STUDENT_HISTORY
@@ -154,13 +156,18 @@ def ray_rows(sizes: Sizes, gpu: bool) -> list[dict]:
             "resources": {"num_workers": 0, "use_gpu": gpu, "cpus_per_worker": 4.0 if gpu else 1.0}})
         tracker = TrackedRun()
         prepared = workflow.prepare(config, tracker)
-        start = time.perf_counter()
+        floor_s = noop_fit_s(config)
+        called = time.time()
         teacher, partition = workflow.teacher_and_partition(config, prepared.preprocessed, tracker)
-        teacher_wall = time.perf_counter() - start
-        start = time.perf_counter()
+        teacher_wall = time.time() - called
+        teacher_history = teacher.read_csv(TEACHER_HISTORY, keep_default_na=True)
+        teacher_startup = float(teacher_history["start_time"].min()) - called
+        called = time.time()
         students = workflow.students(config, prepared.preprocessed, teacher, partition, tracker)
-        students_wall = time.perf_counter() - start
-        epoch = teacher.read_csv(TEACHER_HISTORY, keep_default_na=True).iloc[0]
+        returned = time.time()
+        fixed = overhead_parts(pd.concat([out.read_csv(STUDENT_HISTORY) for out in students], ignore_index=True),
+                               ["train_s", "val_s"], called, returned)
+        epoch = teacher_history.iloc[0]
         where = f"{'GPU, AMP' if gpu else 'CPU dry run'}, {sizes.arch} at {sizes.image} px"
         rows = [row(NAME, f"(c) teacher epoch: MS-loss training ({where})", epoch["images_per_s"], "images/s"),
                 row(NAME, f"(c) teacher epoch: extract + k-means + train of {teacher.summary.images} images",
@@ -173,7 +180,18 @@ def ray_rows(sizes: Sizes, gpu: bool) -> list[dict]:
                          history["images_per_s"], "images/s"),
                      row(NAME, f"(c) student {student.summary.variant} epoch: train + validate",
                          history["train_s"] + history["val_s"], "s")]
-        return rows + [row(NAME, f"(c) student stages wall ({len(students)} variants, one fit)", students_wall, "s")]
+        return rows + [row(NAME, f"(c) student stages wall ({len(students)} variants, one fit)", returned - called, "s"),
+                       *fixed_cost_rows(fixed, teacher_startup, floor_s)]
+
+
+def fixed_cost_rows(students: dict[str, float], teacher_startup: float, floor_s: float) -> list[dict]:
+    """Issue 12's fixed cost per stage on this node's cores (on 2 cores, where the suite runs: 15-17 s)."""
+    return [row(NAME, "(c) students' fixed cost: start-up to the first epoch + publishing (goal ≤ 10 s)",
+                students["startup_s"] + students["publish_s"], "s"),
+            row(NAME, "(c)   start-up: the students' stage call to their first epoch", students["startup_s"], "s"),
+            row(NAME, "(c)   publishing: their last epoch's end to the stage's return", students["publish_s"], "s"),
+            row(NAME, "(c) teacher start-up: the stage call to its first epoch", teacher_startup, "s"),
+            row(NAME, "(c) no-op TorchTrainer fit on the same workers (Ray Train's floor)", floor_s, "s")]
 
 
 def sync(device: torch.device) -> None:
