@@ -8,7 +8,9 @@ starts a fresh run folder, calls the function, publishes atomically
 (``skin_core.publish``) and logs the stage as a nested MLflow run: params, its
 summary as metrics, its files as artifacts (and, for a reused stage, its
 per-epoch history).  The write function gets the stage's MLflow run to log
-live metrics while it trains.
+live metrics while it trains.  Within a sweep, the check for a publication and
+the write hold a lease on the folder (``raytasks.stage_locks``), so trials that
+share a stage write it once.
 
 Every stage returns a :class:`StageOutput` whose ``summary`` is the stage's own
 small frozen dataclass (``TeacherSummary``, ``PartitionSummary``, ...), stored
@@ -23,6 +25,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generic, Mapping, TypeVar
 
+from raytasks.stage_locks import stage_lease
 from raytasks.tracking import TrackedRun
 from skin_core import storage
 from skin_core.config import config_hash, flatten
@@ -157,14 +160,15 @@ def is_done(stage: Stage, out: str) -> bool:
 def run_in(stage: Stage[S], out: str, run: TrackedRun) -> StageOutput[S]:
     """``run_stage`` inside an MLflow run the caller opened (and closes)."""
     out, key = storage.absolute(out), stage.key
-    existing = reusable(out, key)
+    with stage_lease(out):  # a sweep's concurrent trials: one writes, the others wait and reuse
+        existing = reusable(out, key)
+        if existing is None:
+            output = _write(stage, out, key, run)
     if existing is not None:
         logger.info("%s: reusing %s (key %s)", stage.label, out, key)
         output = StageOutput(stage.label, existing, True, summary_from(stage.summary, existing.counts), run.run_id)
         if stage.history:
             run.log_history(output.read_csv(stage.history, keep_default_na=True))
-    else:
-        output = _write(stage, out, key, run)
     run.set_tags({"reused": str(output.reused).lower()})
     run.log_params(stage.params)
     run.log_metrics(flatten(dataclasses.asdict(output.summary)))

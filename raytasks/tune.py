@@ -62,6 +62,7 @@ from raytasks.preprocess import read_table
 from raytasks.registry import Candidate, register_champion, tracking_at
 from raytasks.runtime import init_ray, storage_path
 from raytasks.settings import PROFILE_DIRS
+from raytasks.stage_locks import start_stage_locks
 from raytasks.stages import StageOutput
 from raytasks.student import rows_hash
 from raytasks.tracking import PARENT_TAG, TrackedRun, tracked_run
@@ -269,8 +270,12 @@ def run_tune(config: PipelineConfig) -> SweepResult:
         prepared = prepare(config, tracker)
         rows = read_table(prepared.preprocessed, ["image_id", "lesion_id", "label"])
         config = checked_space(config, data_facts(rows, config.tune.rank_fraction))  # K against the images
-        with tracking_at(tracker.uri or None):  # Ray's MLflow callback sets the global URI
-            grid = build_tuner(config, prepared.preprocessed, tracker, path).fit()
+        locks = start_stage_locks()  # trials that share a teacher train it once (raytasks.stage_locks)
+        try:
+            with tracking_at(tracker.uri or None):  # Ray's MLflow callback sets the global URI
+                grid = build_tuner(config, prepared.preprocessed, tracker, path).fit()
+        finally:
+            ray.kill(locks)
         metric = metric_name(config)
         table = summary_table(grid, metric)
         tracker.log_text(table.to_csv(index=False), "sweep_summary.csv")
