@@ -92,10 +92,19 @@ def stage_lease(folder: str) -> Iterator[None]:
     finally:
         stop.set()
         renewer.join()
-        ray.get(locks.release.remote(folder, holder))
+        _call(locks.release, folder, holder)
 
 
 def _renew(locks: ActorHandle, folder: str, holder: str, stop: threading.Event) -> None:
     while not stop.wait(RENEW_S):
-        if not ray.get(locks.acquire.remote(folder, holder)):
+        if _call(locks.acquire, folder, holder) is False:
             logger.error("%s: lost the lease to another writer (this process stalled over %.0f s)", folder, LEASE_S)
+
+
+def _call(method, folder: str, holder: str) -> bool | None:  # noqa: ANN001 - an actor method
+    """A renewal or release; None when the lock actor is gone (its sweep ended): the stage's work stands."""
+    try:
+        return ray.get(method.remote(folder, holder))
+    except ray.exceptions.RayActorError:
+        logger.warning("%s: the sweep's lock actor is gone; going on without the lease", folder)
+        return None

@@ -92,3 +92,22 @@ def test_without_a_sweeps_lock_actor_nothing_is_leased(tmp_path: Path) -> None:
     assert running_locks() is None
     with stage_lease(str(tmp_path)):
         assert running_locks() is None
+
+
+@pytest.mark.slow
+def test_a_lock_actor_gone_mid_write_fails_no_stage(ray_local: None, tmp_path: Path) -> None:
+    """The sweep's driver ended (and its actor with it) while a stage still wrote: the stage publishes all the
+    same, since the lease only kept other writers out."""
+    import ray
+
+    handle = start_stage_locks()
+    calls: list[str] = []
+
+    def write(context: StageContext) -> Rows:
+        calls.append(context.run_uri)
+        ray.kill(handle)
+        time.sleep(1)  # until the actor is gone
+        return Rows(1)
+
+    output = run_stage(Stage("slow", {"data": "gone"}, Rows, write), str(tmp_path / "slow"), TrackedRun())
+    assert not output.reused and output.folder == calls[0] and running_locks() is None
