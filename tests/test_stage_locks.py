@@ -10,6 +10,7 @@ from typing import Iterator
 
 import pandas as pd
 import pytest
+from ray.actor import ActorHandle
 
 from raytasks.stage_locks import StageLocks, running_locks, stage_lease, start_stage_locks
 from raytasks.stages import Stage, StageContext, run_stage
@@ -52,18 +53,18 @@ def slow_stage(calls: list[str], fail: bool = False) -> Stage[Rows]:
 
 
 @pytest.fixture()
-def locks(ray_local: None) -> Iterator[None]:
+def locks(ray_local: None) -> Iterator[ActorHandle]:
     """The job's lock actor, as a sweep starts it; stopped afterwards so that other tests run unlocked."""
     import ray
 
     handle = start_stage_locks()
     assert running_locks() is not None
-    yield
+    yield handle
     ray.kill(handle)
 
 
 @pytest.mark.slow
-def test_concurrent_runs_of_one_stage_write_it_once_and_the_others_reuse_it(locks: None, tmp_path: Path) -> None:
+def test_concurrent_runs_of_one_stage_write_it_once_and_the_others_reuse_it(locks: ActorHandle, tmp_path: Path) -> None:
     calls: list[str] = []
     out = str(tmp_path / "slow")
     with ThreadPoolExecutor(3) as pool:
@@ -74,7 +75,7 @@ def test_concurrent_runs_of_one_stage_write_it_once_and_the_others_reuse_it(lock
 
 
 @pytest.mark.slow
-def test_a_failed_writer_releases_the_folder_to_the_next(locks: None, tmp_path: Path) -> None:
+def test_a_failed_writer_releases_the_folder_to_the_next(locks: ActorHandle, tmp_path: Path) -> None:
     calls: list[str] = []
     out = str(tmp_path / "slow")
     with ThreadPoolExecutor(2) as pool:
@@ -95,17 +96,16 @@ def test_without_a_sweeps_lock_actor_nothing_is_leased(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_a_lock_actor_gone_mid_write_fails_no_stage(ray_local: None, tmp_path: Path) -> None:
+def test_a_lock_actor_gone_mid_write_fails_no_stage(locks: ActorHandle, tmp_path: Path) -> None:
     """The sweep's driver ended (and its actor with it) while a stage still wrote: the stage publishes all the
     same, since the lease only kept other writers out."""
     import ray
 
-    handle = start_stage_locks()
     calls: list[str] = []
 
     def write(context: StageContext) -> Rows:
         calls.append(context.run_uri)
-        ray.kill(handle)
+        ray.kill(locks)
         time.sleep(1)  # until the actor is gone
         return Rows(1)
 
